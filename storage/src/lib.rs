@@ -1,0 +1,44 @@
+//! Stowage's storage engine: content-addressed blobs, cut into content-defined chunks so
+//! that equal content is stored once, verified by streaming SHA-256 as it arrives, over
+//! local disk, S3 or memory. It knows nothing of HTTP.
+//!
+//! The pieces, in the order data flows through them:
+//! - [`Store`] opens a backend ([`BackendConfig`]) and is the API;
+//! - `ingest` hashes and chunks a stream, `index` finds chunks already stored, `pack`
+//!   groups new chunks into large immutable objects;
+//! - `recipe` records how to rebuild a blob; writing it is the blob's commit point;
+//! - `upload` keeps resumable sessions in the store, so any replica can continue one;
+//! - [`Repository`] holds links, manifests, tags with history and referrers;
+//! - `layout` is the only place object keys are made.
+//!
+//! docs/storage.md describes the formats and the reasons for them.
+
+mod backend;
+mod chunk;
+mod codec;
+mod config;
+mod digest;
+mod error;
+mod index;
+mod ingest;
+mod layout;
+mod names;
+mod pack;
+mod reader;
+mod recipe;
+mod repo;
+mod store;
+mod upload;
+
+pub use backend::{BackendConfig, BackendKind, S3Options};
+pub use chunk::ChunkId;
+pub use config::{CHUNK_HASH, CHUNKER, ChunkingParams, STORE_FORMAT, StoreIdentity};
+pub use digest::{Algorithm, Digest, Hasher};
+pub use error::{BoxError, Error, Result};
+pub use index::IndexStats;
+pub use ingest::WriteStats;
+pub use names::{MAX_REPO_NAME_LEN, Reference, RepoName, Tag};
+pub use reader::ByteStream;
+pub use repo::{Descriptor, Manifest, ManifestLink, Repository, TagEvent, TagRecord};
+pub use store::{BlobInfo, BlobRead, Stats, Store, StoreOptions};
+pub use upload::{UploadId, UploadStatus};

@@ -1,0 +1,441 @@
+//! Repository metadata: which blobs a repository may serve (links), its manifests (with
+//! media type), its tags (with history, updated by compare-and-swap) and its referrers
+//! (indexed by subject). Content lives once in the store; all of this is small JSON.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use futures::{Stream, StreamExt, TryStreamExt};
+use serde::{Deserialize, Serialize};
+
+use crate::digest::Digest;
+use crate::error::{BoxError, Error, Result};
+use crate::layout;
+use crate::names::{RepoName, Tag};
+use crate::store::{BlobInfo, Store};
+
+/// Tag updates retried this often under contention before giving up with a conflict.
+const TAG_RETRIES: usize = 64;
+
+/// An OCI content descriptor, as the referrers API lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Descriptor {
+    /// Media type of the referenced content.
+    pub media_type: String,
+    /// Its digest.
+    pub digest: Digest,
+    /// Its size.
+    pub size: u64,
+    /// The artifact type, for artifacts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub artifact_type: Option<String>,
+    /// Annotations.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub annotations: Option<BTreeMap<String, String>>,
+}
+
+/// What a repository records about one of its manifests.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ManifestLink {
+    /// Media type the manifest was pushed with, returned as stored.
+    pub media_type: String,
+    /// Its size.
+    pub size: u64,
+    /// The manifest it refers to, if it has a `subject`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<Digest>,
+    /// When it was pushed.
+    pub created: DateTime<Utc>,
+}
+
+/// A manifest with its bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Manifest {
+    /// Its digest.
+    pub digest: Digest,
+    /// Its link record (media type, size, subject).
+    pub link: ManifestLink,
+    /// The exact bytes pushed.
+    pub bytes: Bytes,
+}
+
+/// One entry of a tag's history.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TagEvent {
+    /// What the tag pointed to.
+    pub digest: Digest,
+    /// When it was set to it.
+    pub created: DateTime<Utc>,
+}
+
+/// A tag, with every digest it has pointed to (newest first; the first is current).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TagRecord {
+    /// The tag.
+    pub tag: Tag,
+    /// Incremented on every update, so no two versions of the record are equal.
+    pub generation: u64,
+    /// History, newest first; never empty.
+    pub history: Vec<TagEvent>,
+}
+
+impl TagRecord {
+    /// The digest the tag points to now.
+    pub fn current(&self) -> &Digest {
+        &self.history[0].digest
+    }
+
+    /// When the tag was last moved.
+    pub fn updated(&self) -> DateTime<Utc> {
+        self.history[0].created
+    }
+}
+
+/// A handle on one repository.
+#[derive(Clone, Debug)]
+pub struct Repository {
+    store: Store,
+    name: RepoName,
+}
+
+impl Repository {
+    pub(crate) fn new(store: Store, name: RepoName) -> Self {
+        Repository { store, name }
+    }
+
+    /// The repository's name.
+    pub fn name(&self) -> &RepoName {
+        &self.name
+    }
+
+    fn backend(&self) -> &crate::backend::Backend {
+        &self.store.inner.backend
+    }
+
+    // ----- blobs -----
+
+    /// Makes a committed blob servable from this repository (push, mount).
+    pub async fn link_blob(&self, digest: &Digest) -> Result<BlobInfo> {
+        let info = self
+            .store
+            .blob(digest)
+            .await?
+            .ok_or_else(|| Error::BlobNotFound(digest.clone()))?;
+        self.link_committed(digest).await?;
+        Ok(info)
+    }
+
+    pub(crate) async fn link_committed(&self, digest: &Digest) -> Result<()> {
+        self.store.ensure_repository(&self.name).await?;
+        let record = serde_json::json!({ "created": Utc::now() }).to_string();
+        self.backend()
+            .put(&layout::blob_link(&self.name, digest), Bytes::from(record))
+            .await
+    }
+
+    /// The blob, if it is linked here and committed.
+    pub async fn blob(&self, digest: &Digest) -> Result<Option<BlobInfo>> {
+        let linked = self
+            .backend()
+            .head(&layout::blob_link(&self.name, digest))
+            .await?
+            .is_some();
+        if !linked {
+            return Ok(None);
+        }
+        self.store.blob(digest).await
+    }
+
+    /// Removes a blob link. `Ok(false)` if there was none. The content stays until the
+    /// garbage collector finds nothing else needs it.
+    pub async fn unlink_blob(&self, digest: &Digest) -> Result<bool> {
+        let key = layout::blob_link(&self.name, digest);
+        let existed = self.backend().head(&key).await?.is_some();
+        self.backend().delete(&key).await?;
+        Ok(existed)
+    }
+
+    /// Digests of every blob linked here.
+    pub async fn blobs(&self) -> Result<Vec<Digest>> {
+        self.list_links(layout::blob_links_prefix(&self.name)).await
+    }
+
+    async fn list_links(&self, prefix: object_store::path::Path) -> Result<Vec<Digest>> {
+        let mut out: Vec<Digest> = self
+            .backend()
+            .list_all(&prefix)
+            .await?
+            .iter()
+            .filter_map(|m| layout::parse_link(&m.location))
+            .collect();
+        out.sort();
+        Ok(out)
+    }
+
+    /// Writes a blob and links it here.
+    pub async fn put_blob<S, E>(&self, expected: &Digest, body: S) -> Result<BlobInfo>
+    where
+        S: Stream<Item = std::result::Result<Bytes, E>> + Send,
+        E: Into<BoxError>,
+    {
+        let info = self.store.put_blob(expected, body).await?;
+        self.link_committed(expected).await?;
+        Ok(info)
+    }
+
+    // ----- manifests -----
+
+    /// Stores a manifest's bytes (verified against `digest`) and records it here with
+    /// its media type. `referrer`: the subject and this manifest's descriptor, when it
+    /// has a `subject`; it is indexed before the manifest becomes visible.
+    pub async fn put_manifest(
+        &self,
+        digest: &Digest,
+        media_type: &str,
+        bytes: Bytes,
+        referrer: Option<(&Digest, &Descriptor)>,
+    ) -> Result<ManifestLink> {
+        let actual = Digest::of(digest.algorithm(), &bytes);
+        if &actual != digest {
+            return Err(Error::DigestMismatch {
+                expected: digest.clone(),
+                actual,
+            });
+        }
+        let size = bytes.len() as u64;
+        self.store.put_blob_bytes(digest, bytes).await?;
+        self.store.ensure_repository(&self.name).await?;
+        if let Some((subject, descriptor)) = referrer {
+            let json = to_json(descriptor)?;
+            self.backend()
+                .put(&layout::referrer(&self.name, subject, digest), json)
+                .await?;
+        }
+        let link = ManifestLink {
+            media_type: media_type.to_owned(),
+            size,
+            subject: referrer.map(|(s, _)| s.clone()),
+            created: Utc::now(),
+        };
+        self.backend()
+            .put(&layout::manifest_link(&self.name, digest), to_json(&link)?)
+            .await?;
+        Ok(link)
+    }
+
+    /// The link record of a manifest (media type, size), without its bytes.
+    pub async fn manifest_link(&self, digest: &Digest) -> Result<Option<ManifestLink>> {
+        let key = layout::manifest_link(&self.name, digest);
+        match self.backend().get(&key).await? {
+            Some(data) => from_json(&data, key.as_ref()).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// A manifest and its bytes, if it is in this repository.
+    pub async fn manifest(&self, digest: &Digest) -> Result<Option<Manifest>> {
+        let Some(link) = self.manifest_link(digest).await? else {
+            return Ok(None);
+        };
+        let bytes = self.store.blob_bytes(digest).await?;
+        Ok(Some(Manifest {
+            digest: digest.clone(),
+            link,
+            bytes,
+        }))
+    }
+
+    /// Removes a manifest from this repository (and from its subject's referrers).
+    /// `Ok(false)` if it was not here. Tags are not touched.
+    pub async fn delete_manifest(&self, digest: &Digest) -> Result<bool> {
+        let Some(link) = self.manifest_link(digest).await? else {
+            return Ok(false);
+        };
+        if let Some(subject) = &link.subject {
+            self.backend()
+                .delete(&layout::referrer(&self.name, subject, digest))
+                .await?;
+        }
+        self.backend()
+            .delete(&layout::manifest_link(&self.name, digest))
+            .await?;
+        Ok(true)
+    }
+
+    /// Digests of every manifest in this repository.
+    pub async fn manifests(&self) -> Result<Vec<Digest>> {
+        self.list_links(layout::manifest_links_prefix(&self.name))
+            .await
+    }
+
+    // ----- referrers -----
+
+    /// Descriptors of the manifests whose subject is `subject`, by digest. Records
+    /// whose manifest is no longer here (an interrupted push or delete) are skipped.
+    pub async fn referrers(&self, subject: &Digest) -> Result<Vec<Descriptor>> {
+        let prefix = layout::referrers_prefix(&self.name, subject);
+        let listed = self.backend().list_all(&prefix).await?;
+        let mut out: Vec<Descriptor> = futures::stream::iter(listed)
+            .filter(|m| futures::future::ready(layout::parse_referrer(&m.location).is_some()))
+            .map(|m| async move {
+                let Some(data) = self.backend().get(&m.location).await? else {
+                    return Ok(None);
+                };
+                let d: Descriptor = from_json(&data, m.location.as_ref())?;
+                let present = self
+                    .backend()
+                    .head(&layout::manifest_link(&self.name, &d.digest))
+                    .await?
+                    .is_some();
+                Ok::<_, Error>(present.then_some(d))
+            })
+            .buffer_unordered(16)
+            .try_filter_map(|d| async move { Ok(d) })
+            .try_collect()
+            .await?;
+        out.sort_by(|a, b| a.digest.cmp(&b.digest));
+        Ok(out)
+    }
+
+    // ----- tags -----
+
+    /// A tag's record, or `None`.
+    pub async fn tag(&self, tag: &Tag) -> Result<Option<TagRecord>> {
+        Ok(self.tag_versioned(tag).await?.map(|(r, _)| r))
+    }
+
+    async fn tag_versioned(
+        &self,
+        tag: &Tag,
+    ) -> Result<Option<(TagRecord, crate::backend::Version)>> {
+        let key = layout::tag(&self.name, tag);
+        match self.backend().get_versioned(&key).await? {
+            Some((data, version)) => {
+                let record: TagRecord = from_json(&data, key.as_ref())?;
+                if record.history.is_empty() {
+                    return Err(Error::corrupt(key.as_ref(), "tag has no history"));
+                }
+                Ok(Some((record, version)))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// Points `tag` at `digest`, recording the move in its history. Concurrent updates
+    /// are serialised by compare-and-swap; none is lost.
+    pub async fn set_tag(&self, tag: &Tag, digest: &Digest) -> Result<TagRecord> {
+        for attempt in 0..TAG_RETRIES {
+            match self.try_set_tag(tag, None, digest).await {
+                Err(Error::Conflict { .. }) => {
+                    // Spread retries out so contenders do not collide again in step.
+                    let jitter = u64::from(uuid::Uuid::new_v4().as_bytes()[0]) % 8;
+                    let ms = (1u64 << attempt.min(6)) + jitter;
+                    tokio::time::sleep(Duration::from_millis(ms)).await;
+                }
+                other => return other,
+            }
+        }
+        Err(Error::Conflict {
+            what: format!("tag {}:{tag}", self.name),
+        })
+    }
+
+    /// Points `tag` at `digest` only if it currently points at `expected` (`None`: only
+    /// if the tag does not exist). Fails with [`Error::Conflict`] otherwise.
+    pub async fn compare_and_set_tag(
+        &self,
+        tag: &Tag,
+        expected: Option<&Digest>,
+        digest: &Digest,
+    ) -> Result<TagRecord> {
+        self.try_set_tag(tag, Some(expected), digest).await
+    }
+
+    async fn try_set_tag(
+        &self,
+        tag: &Tag,
+        expected: Option<Option<&Digest>>,
+        digest: &Digest,
+    ) -> Result<TagRecord> {
+        let conflict = || Error::Conflict {
+            what: format!("tag {}:{tag}", self.name),
+        };
+        let current = self.tag_versioned(tag).await?;
+        if let Some(expected) = expected
+            && current.as_ref().map(|(r, _)| r.current()) != expected
+        {
+            return Err(conflict());
+        }
+        let (record, version) = match current {
+            Some((r, _)) if r.current() == digest => return Ok(r),
+            Some((mut r, v)) => {
+                r.generation += 1;
+                r.history.insert(
+                    0,
+                    TagEvent {
+                        digest: digest.clone(),
+                        created: Utc::now(),
+                    },
+                );
+                (r, Some(v))
+            }
+            None => (
+                TagRecord {
+                    tag: tag.clone(),
+                    generation: 1,
+                    history: vec![TagEvent {
+                        digest: digest.clone(),
+                        created: Utc::now(),
+                    }],
+                },
+                None,
+            ),
+        };
+        self.store.ensure_repository(&self.name).await?;
+        let key = layout::tag(&self.name, tag);
+        if self
+            .backend()
+            .compare_and_swap(&key, version.as_ref(), to_json(&record)?)
+            .await?
+        {
+            Ok(record)
+        } else {
+            Err(conflict())
+        }
+    }
+
+    /// Deletes a tag and its history. `Ok(false)` if it did not exist.
+    pub async fn delete_tag(&self, tag: &Tag) -> Result<bool> {
+        let key = layout::tag(&self.name, tag);
+        let existed = self.backend().head(&key).await?.is_some();
+        self.backend().delete_swapped(&key).await?;
+        Ok(existed)
+    }
+
+    /// Every tag, in lexical order.
+    pub async fn tags(&self) -> Result<Vec<Tag>> {
+        let mut tags: Vec<Tag> = self
+            .backend()
+            .list_all(&layout::tags_prefix(&self.name))
+            .await?
+            .iter()
+            .filter_map(|m| layout::parse_tag(&m.location))
+            .collect();
+        tags.sort();
+        Ok(tags)
+    }
+}
+
+fn to_json<T: Serialize>(value: &T) -> Result<Bytes> {
+    serde_json::to_vec(value)
+        .map(Bytes::from)
+        .map_err(|e| Error::Task(format!("encoding JSON: {e}")))
+}
+
+fn from_json<T: for<'de> Deserialize<'de>>(data: &[u8], key: &str) -> Result<T> {
+    serde_json::from_slice(data).map_err(|e| Error::corrupt(key, e.to_string()))
+}

@@ -1,0 +1,705 @@
+//! [`Store`]: the engine's front door. Blobs, upload sessions, repositories and
+//! statistics over one backend.
+//!
+//! The contract, for every method that writes: when it returns `Ok`, what it wrote is
+//! durable in the backend; when it returns `Err`, nothing it wrote is visible (a blob's
+//! recipe, a manifest link, a tag and an upload state are each replaced atomically).
+
+use std::collections::HashSet;
+use std::ops::Range;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use chrono::Utc;
+use futures::{Stream, StreamExt, TryStreamExt};
+use serde::Serialize;
+
+use crate::backend::{Backend, BackendConfig, BackendKind};
+use crate::chunk::Chunker;
+use crate::config::{ChunkingParams, StoreIdentity};
+use crate::digest::{Algorithm, Digest, Hasher};
+use crate::error::{BoxError, Error, Result};
+use crate::index::{ChunkIndex, IndexStats};
+use crate::ingest::{Ingest, WriteContext, WriteStats};
+use crate::layout;
+use crate::names::RepoName;
+use crate::reader::{self, ByteStream};
+use crate::recipe::{self, Body, ChunkRef, Recipe};
+use crate::repo::Repository;
+use crate::upload::{self, SessionState, UploadId, UploadStatus};
+
+/// How to open a store.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// The backend.
+    pub backend: BackendConfig,
+    /// Chunking for a new store. For an existing store, `Some` must match what the store
+    /// was created with; `None` accepts it.
+    pub chunking: Option<ChunkingParams>,
+    /// Target size of packs; default 32 MiB on local disk, 8 MiB elsewhere.
+    pub pack_size: Option<u64>,
+    /// Blobs up to this size are stored inside their recipe.
+    pub inline_max: usize,
+    /// Pack footers kept in memory to confirm dedup hits.
+    pub footer_cache: usize,
+}
+
+impl StoreOptions {
+    /// Defaults for a backend URL.
+    pub fn new(url: impl Into<String>) -> Self {
+        StoreOptions {
+            backend: BackendConfig {
+                url: url.into(),
+                ..Default::default()
+            },
+            chunking: None,
+            pack_size: None,
+            inline_max: 16 * 1024,
+            footer_cache: 64,
+        }
+    }
+}
+
+/// A committed blob.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BlobInfo {
+    /// Its digest.
+    pub digest: Digest,
+    /// Its length in bytes.
+    pub size: u64,
+}
+
+/// A blob being read: its size, the part being returned, and the bytes.
+pub struct BlobRead {
+    /// The whole blob's size.
+    pub size: u64,
+    /// The byte range being streamed (end exclusive).
+    pub range: Range<u64>,
+    /// The bytes of `range`, verified chunk by chunk.
+    pub stream: ByteStream,
+}
+
+/// What is stored and what it costs.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Stats {
+    /// Committed blobs (layers, configs and manifests).
+    pub blobs: u64,
+    /// Sum of their sizes: what a store without deduplication would hold.
+    pub logical_bytes: u64,
+    /// Bytes of small blobs stored inside recipes.
+    pub inline_bytes: u64,
+    /// Pack objects.
+    pub packs: u64,
+    /// Bytes of pack objects: chunk data plus footers.
+    pub pack_bytes: u64,
+    /// `inline_bytes + pack_bytes`: what the blobs occupy.
+    pub physical_bytes: u64,
+    /// Chunks in the dedup index of this process.
+    pub indexed_chunks: u64,
+}
+
+pub(crate) struct Inner {
+    pub(crate) backend: Backend,
+    pub(crate) identity: StoreIdentity,
+    pub(crate) write: Arc<WriteContext>,
+    pub(crate) inline_max: usize,
+    pub(crate) known_repos: Mutex<HashSet<RepoName>>,
+}
+
+/// A handle on an opened store; cheap to clone, safe to share between tasks.
+#[derive(Clone)]
+pub struct Store {
+    pub(crate) inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("backend", &self.inner.backend)
+            .field("chunking", &self.inner.identity.chunking)
+            .finish()
+    }
+}
+
+impl Store {
+    /// Opens a store, creating its identity file if the store is new, and loads the
+    /// dedup index from the pack footers.
+    pub async fn open(options: StoreOptions) -> Result<Store> {
+        let backend = Backend::open(&options.backend)?;
+        if let Some(c) = &options.chunking {
+            c.validate()?;
+        }
+        let identity = load_or_create_identity(&backend, options.chunking).await?;
+        identity.check_compatible(options.chunking)?;
+        let chunker = Chunker::new(&identity.chunking);
+        if options.inline_max >= chunker.max() {
+            return Err(Error::InvalidConfig(format!(
+                "inline_max ({}) must be below the largest chunk ({})",
+                options.inline_max,
+                chunker.max()
+            )));
+        }
+        let pack_size = options.pack_size.unwrap_or(match backend.kind() {
+            BackendKind::Local => 32 << 20,
+            _ => 8 << 20,
+        });
+        let index = Arc::new(ChunkIndex::new(options.footer_cache));
+        let loaded = index.refresh(&backend).await?;
+        tracing::info!(
+            backend = backend.description(),
+            packs = loaded,
+            chunks = index.stats().chunks,
+            "store opened"
+        );
+        Ok(Store {
+            inner: Arc::new(Inner {
+                write: Arc::new(WriteContext {
+                    backend: backend.clone(),
+                    index,
+                    chunker,
+                    pack_size,
+                }),
+                backend,
+                identity,
+                inline_max: options.inline_max,
+                known_repos: Mutex::new(HashSet::new()),
+            }),
+        })
+    }
+
+    /// The store's identity (format and chunking).
+    pub fn identity(&self) -> &StoreIdentity {
+        &self.inner.identity
+    }
+
+    /// Which kind of backend this store is on.
+    pub fn backend_kind(&self) -> BackendKind {
+        self.inner.backend.kind()
+    }
+
+    /// The backend, for logs.
+    pub fn description(&self) -> &str {
+        self.inner.backend.description()
+    }
+
+    /// Learns packs written by other processes since the last refresh, so their chunks
+    /// deduplicate here too. Returns how many packs were new.
+    pub async fn refresh_index(&self) -> Result<usize> {
+        self.inner.write.index.refresh(&self.inner.backend).await
+    }
+
+    /// Size of the in-memory dedup index.
+    pub fn index_stats(&self) -> IndexStats {
+        self.inner.write.index.stats()
+    }
+
+    /// A handle on one repository's metadata.
+    pub fn repository(&self, name: &RepoName) -> Repository {
+        Repository::new(self.clone(), name.clone())
+    }
+
+    // ----- blobs -----
+
+    /// Size of a committed blob, or `None`.
+    pub async fn blob(&self, digest: &Digest) -> Result<Option<BlobInfo>> {
+        let key = layout::recipe(digest);
+        let Some(meta) = self.inner.backend.head(&key).await? else {
+            return Ok(None);
+        };
+        let n = meta.size.min(recipe::HEADER_MAX);
+        let head = self.inner.backend.get_range(&key, 0..n).await?;
+        let header = Recipe::decode_header(&head, key.as_ref())?;
+        if &header.digest != digest {
+            return Err(Error::corrupt(
+                key.as_ref(),
+                format!("recipe describes {}", header.digest),
+            ));
+        }
+        Ok(Some(BlobInfo {
+            digest: digest.clone(),
+            size: header.size,
+        }))
+    }
+
+    pub(crate) async fn recipe(&self, digest: &Digest) -> Result<Recipe> {
+        let key = layout::recipe(digest);
+        let data = self
+            .inner
+            .backend
+            .get(&key)
+            .await?
+            .ok_or_else(|| Error::BlobNotFound(digest.clone()))?;
+        let recipe = Recipe::decode(&data, key.as_ref())?;
+        recipe::check_digest(&recipe, digest, key.as_ref())?;
+        Ok(recipe)
+    }
+
+    /// Streams a blob, or the byte range `range` of it (end exclusive).
+    pub async fn read_blob(&self, digest: &Digest, range: Option<Range<u64>>) -> Result<BlobRead> {
+        let recipe = self.recipe(digest).await?;
+        let size = recipe.size;
+        let range = reader::check_range(range, size)?;
+        let stream = reader::stream(self.inner.backend.clone(), recipe, range.clone());
+        Ok(BlobRead {
+            size,
+            range,
+            stream,
+        })
+    }
+
+    /// A whole blob in memory; for manifests and configs, not layers.
+    pub async fn blob_bytes(&self, digest: &Digest) -> Result<Bytes> {
+        let read = self.read_blob(digest, None).await?;
+        let parts: Vec<Bytes> = read.stream.try_collect().await?;
+        if parts.len() == 1 {
+            return Ok(parts.into_iter().next().unwrap_or_default());
+        }
+        Ok(Bytes::from(parts.concat()))
+    }
+
+    /// Writes a blob from a stream and commits it if it hashes to `expected`.
+    pub async fn put_blob<S, E>(&self, expected: &Digest, body: S) -> Result<BlobInfo>
+    where
+        S: Stream<Item = std::result::Result<Bytes, E>> + Send,
+        E: Into<BoxError>,
+    {
+        self.put_blob_with_stats(expected, body)
+            .await
+            .map(|(b, _)| b)
+    }
+
+    /// [`Store::put_blob`], also reporting how much was deduplicated.
+    pub async fn put_blob_with_stats<S, E>(
+        &self,
+        expected: &Digest,
+        body: S,
+    ) -> Result<(BlobInfo, WriteStats)>
+    where
+        S: Stream<Item = std::result::Result<Bytes, E>> + Send,
+        E: Into<BoxError>,
+    {
+        let mut ingest = Ingest::new(self.inner.write.clone(), expected.algorithm());
+        ingest.feed(body).await?;
+        let actual = ingest.finish(self.inner.inline_max).await?;
+        if &actual != expected {
+            return Err(Error::DigestMismatch {
+                expected: expected.clone(),
+                actual,
+            });
+        }
+        let refs = ingest.take_refs()?;
+        let size = ingest.received();
+        let info = self
+            .commit(expected, size, refs, ingest.pending().clone())
+            .await?;
+        Ok((info, ingest.stats()))
+    }
+
+    /// Writes a blob held in memory.
+    pub async fn put_blob_bytes(&self, expected: &Digest, data: Bytes) -> Result<BlobInfo> {
+        self.put_blob(
+            expected,
+            futures::stream::once(async move { Ok::<_, Error>(data) }),
+        )
+        .await
+    }
+
+    /// Writes the recipe: the commit point. Every ref must already be durable.
+    async fn commit(
+        &self,
+        digest: &Digest,
+        size: u64,
+        refs: Vec<ChunkRef>,
+        tail: Bytes,
+    ) -> Result<BlobInfo> {
+        let body = if refs.is_empty() && size as usize <= self.inner.inline_max {
+            Body::Inline(tail)
+        } else {
+            if !tail.is_empty() {
+                return Err(Error::Task("uncut bytes left at commit".into()));
+            }
+            Body::Chunks(refs)
+        };
+        let recipe = Recipe {
+            digest: digest.clone(),
+            size,
+            body,
+        };
+        let key = layout::recipe(digest);
+        // Already committed by someone else: same digest, same content.
+        self.inner.backend.create(&key, recipe.encode()).await?;
+        Ok(BlobInfo {
+            digest: digest.clone(),
+            size,
+        })
+    }
+
+    // ----- upload sessions -----
+
+    /// Starts an upload session in `repo`.
+    pub async fn start_upload(&self, repo: &RepoName) -> Result<UploadStatus> {
+        let id = UploadId::generate();
+        let now = Utc::now();
+        let state = SessionState {
+            repo: repo.clone(),
+            created: now,
+            updated: now,
+            offset: 0,
+            algorithm: Algorithm::Sha256,
+            hash_state: Hasher::new(Algorithm::Sha256).save(),
+            segments: Vec::new(),
+            tail: Bytes::new(),
+        };
+        let key = layout::upload_state(&id);
+        if !self.inner.backend.create(&key, state.encode()?).await? {
+            return Err(Error::Conflict {
+                what: format!("upload {id}"),
+            });
+        }
+        Ok(state.status(&id))
+    }
+
+    async fn load_session(
+        &self,
+        id: &UploadId,
+        repo: Option<&RepoName>,
+    ) -> Result<(SessionState, crate::backend::Version)> {
+        let key = layout::upload_state(id);
+        let (data, version) = self
+            .inner
+            .backend
+            .get_versioned(&key)
+            .await?
+            .ok_or_else(|| Error::UploadNotFound(id.to_string()))?;
+        let state = SessionState::decode(&data, key.as_ref())?;
+        if let Some(repo) = repo
+            && &state.repo != repo
+        {
+            return Err(Error::UploadRepositoryMismatch {
+                id: id.to_string(),
+                actual: state.repo.to_string(),
+                requested: repo.to_string(),
+            });
+        }
+        Ok((state, version))
+    }
+
+    fn resume_ingest(&self, id: &UploadId, state: &SessionState) -> Result<Ingest> {
+        let hasher = Hasher::restore(state.algorithm, &state.hash_state).ok_or_else(|| {
+            Error::corrupt(
+                layout::upload_state(id).as_ref(),
+                "hash midstate cannot be restored",
+            )
+        })?;
+        Ok(Ingest::resume(
+            self.inner.write.clone(),
+            hasher,
+            state.tail.clone(),
+            state.offset,
+        ))
+    }
+
+    /// A session's progress.
+    pub async fn upload_status(&self, id: &UploadId, repo: &RepoName) -> Result<UploadStatus> {
+        Ok(self.load_session(id, Some(repo)).await?.0.status(id))
+    }
+
+    /// Appends a stream at `offset`, which must be where the session ends. Returns once
+    /// the bytes are durable and the new state is committed.
+    pub async fn append_upload<S, E>(
+        &self,
+        id: &UploadId,
+        repo: &RepoName,
+        offset: u64,
+        body: S,
+    ) -> Result<UploadStatus>
+    where
+        S: Stream<Item = std::result::Result<Bytes, E>> + Send,
+        E: Into<BoxError>,
+    {
+        let (mut state, version) = self.load_session(id, Some(repo)).await?;
+        if offset != state.offset {
+            return Err(Error::OffsetMismatch {
+                id: id.to_string(),
+                current: state.offset,
+                requested: offset,
+            });
+        }
+        let mut ingest = self.resume_ingest(id, &state)?;
+        ingest.feed(body).await?;
+        if ingest.received() == state.offset {
+            return Ok(state.status(id));
+        }
+        ingest.flush().await?;
+        let refs = ingest.take_refs()?;
+        if !refs.is_empty() {
+            let nonce = upload::segment_nonce();
+            let key = layout::upload_segment(id, state.segments.len() as u32, &nonce);
+            self.inner
+                .backend
+                .put(&key, upload::encode_segment(&refs))
+                .await?;
+            state.segments.push(nonce);
+        }
+        let (algorithm, hash_state) = ingest.hash_state()?;
+        state.offset = ingest.received();
+        state.algorithm = algorithm;
+        state.hash_state = hash_state;
+        state.tail = ingest.pending().clone();
+        state.updated = Utc::now();
+        let key = layout::upload_state(id);
+        if !self
+            .inner
+            .backend
+            .compare_and_swap(&key, Some(&version), state.encode()?)
+            .await?
+        {
+            return Err(Error::Conflict {
+                what: format!("upload {id}"),
+            });
+        }
+        Ok(state.status(id))
+    }
+
+    /// Appends a final stream (possibly empty) and commits the blob if everything
+    /// received hashes to `expected`; the blob is linked into the session's repository
+    /// and the session ends. On a digest mismatch the session stays as it was.
+    pub async fn finish_upload<S, E>(
+        &self,
+        id: &UploadId,
+        repo: &RepoName,
+        offset: Option<u64>,
+        body: S,
+        expected: &Digest,
+    ) -> Result<BlobInfo>
+    where
+        S: Stream<Item = std::result::Result<Bytes, E>> + Send,
+        E: Into<BoxError>,
+    {
+        let (state, _version) = self.load_session(id, Some(repo)).await?;
+        if let Some(offset) = offset
+            && offset != state.offset
+        {
+            return Err(Error::OffsetMismatch {
+                id: id.to_string(),
+                current: state.offset,
+                requested: offset,
+            });
+        }
+        let mut ingest = self.resume_ingest(id, &state)?;
+        ingest.feed(body).await?;
+        let streamed = ingest.finish(self.inner.inline_max).await?;
+        let mut refs = self.session_refs(id, &state).await?;
+        refs.extend(ingest.take_refs()?);
+        let size = ingest.received();
+        let tail = ingest.pending().clone();
+        let actual = if streamed.algorithm() == expected.algorithm() {
+            streamed
+        } else {
+            // The session hashed SHA-256 as bytes arrived; the client named another
+            // algorithm only now. Hash the stored bytes again.
+            self.rehash(expected.algorithm(), &refs, &tail).await?
+        };
+        if &actual != expected {
+            return Err(Error::DigestMismatch {
+                expected: expected.clone(),
+                actual,
+            });
+        }
+        let info = self.commit(expected, size, refs, tail).await?;
+        self.repository(repo).link_committed(expected).await?;
+        self.remove_session(id).await?;
+        Ok(info)
+    }
+
+    async fn session_refs(&self, id: &UploadId, state: &SessionState) -> Result<Vec<ChunkRef>> {
+        let backend = &self.inner.backend;
+        let segments: Vec<Vec<ChunkRef>> = futures::stream::iter(state.segments.iter().enumerate())
+            .map(|(i, nonce)| async move {
+                let key = layout::upload_segment(id, i as u32, nonce);
+                let data = backend.get(&key).await?.ok_or_else(|| {
+                    Error::corrupt(key.as_ref(), "segment named by the upload state is missing")
+                })?;
+                upload::decode_segment(&data, key.as_ref())
+            })
+            .buffered(16)
+            .try_collect()
+            .await?;
+        Ok(segments.concat())
+    }
+
+    async fn rehash(
+        &self,
+        algorithm: Algorithm,
+        refs: &[ChunkRef],
+        tail: &Bytes,
+    ) -> Result<Digest> {
+        let size: u64 = refs.iter().map(|c| u64::from(c.at.len)).sum();
+        let recipe = Recipe {
+            digest: Digest::sha256(b""),
+            size,
+            body: Body::Chunks(refs.to_vec()),
+        };
+        let mut stream = reader::stream(self.inner.backend.clone(), recipe, 0..size);
+        let mut hasher = Hasher::new(algorithm);
+        while let Some(part) = stream.next().await {
+            hasher.update(&part?);
+        }
+        hasher.update(tail);
+        Ok(hasher.finish())
+    }
+
+    /// Cancels a session. Its chunks are left to the garbage collector.
+    pub async fn cancel_upload(&self, id: &UploadId, repo: &RepoName) -> Result<()> {
+        self.load_session(id, Some(repo)).await?;
+        self.remove_session(id).await
+    }
+
+    async fn remove_session(&self, id: &UploadId) -> Result<()> {
+        let backend = &self.inner.backend;
+        // The state goes first: once it is gone no append can commit, and leftover
+        // segments are unreachable.
+        backend.delete_swapped(&layout::upload_state(id)).await?;
+        let rest = backend.list_all(&layout::upload_prefix(id)).await?;
+        for meta in rest {
+            backend.delete(&meta.location).await?;
+        }
+        Ok(())
+    }
+
+    /// Every open session with its age, oldest first.
+    pub async fn list_uploads(&self) -> Result<Vec<UploadStatus>> {
+        let backend = &self.inner.backend;
+        let (_, dirs) = backend.list_dir(&layout::uploads_prefix()).await?;
+        let ids: Vec<UploadId> = dirs
+            .iter()
+            .filter_map(|p| p.filename()?.parse().ok())
+            .collect();
+        let mut out: Vec<UploadStatus> = futures::stream::iter(ids)
+            .map(|id| async move {
+                match self.load_session(&id, None).await {
+                    Ok((s, _)) => Ok(Some(s.status(&id))),
+                    // Removed between listing and reading.
+                    Err(Error::UploadNotFound(_)) => Ok(None),
+                    Err(e) => Err(e),
+                }
+            })
+            .buffer_unordered(16)
+            .try_filter_map(|s| async move { Ok(s) })
+            .try_collect()
+            .await?;
+        out.sort_by_key(|s| s.created);
+        Ok(out)
+    }
+
+    // ----- catalog -----
+
+    pub(crate) async fn ensure_repository(&self, repo: &RepoName) -> Result<()> {
+        if self
+            .inner
+            .known_repos
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(repo)
+        {
+            return Ok(());
+        }
+        let entry = serde_json::json!({ "created": Utc::now() }).to_string();
+        self.inner
+            .backend
+            .create(&layout::repository_entry(repo), Bytes::from(entry))
+            .await?;
+        self.inner
+            .known_repos
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(repo.clone());
+        Ok(())
+    }
+
+    /// Repository names in lexical order: all of them, or those of one namespace
+    /// (`namespace/...`); only names after `after`, at most `limit`.
+    pub async fn repositories(
+        &self,
+        namespace: Option<&str>,
+        after: Option<&str>,
+        limit: Option<usize>,
+    ) -> Result<Vec<RepoName>> {
+        let prefix = layout::repositories_prefix(namespace);
+        let mut names: Vec<RepoName> = self
+            .inner
+            .backend
+            .list_all(&prefix)
+            .await?
+            .iter()
+            .filter_map(|m| layout::parse_repository_entry(&m.location))
+            .filter(|n| after.is_none_or(|a| n.as_str() > a))
+            .collect();
+        names.sort();
+        names.dedup();
+        if let Some(limit) = limit {
+            names.truncate(limit);
+        }
+        Ok(names)
+    }
+
+    // ----- statistics -----
+
+    /// Counts blobs and bytes: logical (what clients pushed) against physical (what the
+    /// backend holds), so an operator can see what deduplication saves.
+    pub async fn stats(&self) -> Result<Stats> {
+        let backend = &self.inner.backend;
+        let mut stats = Stats::default();
+        let packs = backend.list_all(&layout::packs_prefix()).await?;
+        for p in &packs {
+            if layout::parse_pack(&p.location).is_some() {
+                stats.packs += 1;
+                stats.pack_bytes += p.size;
+            }
+        }
+        let recipes = backend.list_all(&layout::blobs_prefix()).await?;
+        let headers: Vec<(u64, u64)> = futures::stream::iter(recipes)
+            .filter(|m| futures::future::ready(layout::parse_recipe(&m.location).is_some()))
+            .map(|m| async move {
+                let n = m.size.min(recipe::HEADER_MAX);
+                let head = backend.get_range(&m.location, 0..n).await?;
+                let h = Recipe::decode_header(&head, m.location.as_ref())?;
+                Ok::<_, Error>((h.size, if h.inline { h.size } else { 0 }))
+            })
+            .buffer_unordered(32)
+            .try_collect()
+            .await?;
+        for (size, inline) in headers {
+            stats.blobs += 1;
+            stats.logical_bytes += size;
+            stats.inline_bytes += inline;
+        }
+        stats.physical_bytes = stats.pack_bytes + stats.inline_bytes;
+        stats.indexed_chunks = self.index_stats().chunks as u64;
+        Ok(stats)
+    }
+}
+
+async fn load_or_create_identity(
+    backend: &Backend,
+    requested: Option<ChunkingParams>,
+) -> Result<StoreIdentity> {
+    let key = layout::config();
+    for _ in 0..2 {
+        if let Some(data) = backend.get(&key).await? {
+            return serde_json::from_slice(&data)
+                .map_err(|e| Error::corrupt(key.as_ref(), format!("store identity: {e}")));
+        }
+        let identity = StoreIdentity::new(requested.unwrap_or_default());
+        let json = serde_json::to_vec_pretty(&identity)
+            .map_err(|e| Error::Task(format!("encoding identity: {e}")))?;
+        if backend.create(&key, json).await? {
+            tracing::info!(backend = backend.description(), chunking = ?identity.chunking, "created store");
+            return Ok(identity);
+        }
+        // Another process created it first: read theirs.
+    }
+    Err(Error::Conflict {
+        what: "store identity".into(),
+    })
+}
