@@ -1,0 +1,631 @@
+//! The engine suite: one set of cases, run against every backend (memory, local disk,
+//! and S3 served by a real moto server). A case is an `async fn(Kind)`; the macro at the
+//! bottom instantiates each for each backend.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use bytes::Bytes;
+use common::{Kind, open, open_small, open_with, random_bytes, read_all, read_range, stream_of};
+use stowage_storage::{Algorithm, ChunkingParams, Descriptor, Digest, Error, RepoName, Tag};
+
+fn repo(name: &str) -> RepoName {
+    RepoName::parse(name).unwrap()
+}
+
+fn tag(name: &str) -> Tag {
+    Tag::parse(name).unwrap()
+}
+
+async fn blobs_round_trip_whole_and_by_range(kind: Kind) {
+    let t = open(kind).await;
+    let inline_max = t.options.inline_max;
+    for (i, len) in [
+        0,
+        1,
+        100,
+        inline_max,
+        inline_max + 1,
+        300_000,
+        3 << 20,
+        9 << 20,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let data = random_bytes(len, i as u64);
+        let digest = Digest::sha256(&data);
+        let info = t
+            .store
+            .put_blob(&digest, stream_of(data.clone(), vec![65_536]))
+            .await
+            .unwrap();
+        assert_eq!(info.size, len as u64);
+        assert_eq!(
+            t.store.blob(&digest).await.unwrap().unwrap().size,
+            len as u64
+        );
+        assert_eq!(read_all(&t.store, &digest).await, data, "len {len}");
+        if len > 10 {
+            let (a, b) = (len as u64 / 3, len as u64 - 3);
+            assert_eq!(
+                read_range(&t.store, &digest, Some(a..b)).await,
+                &data[a as usize..b as usize]
+            );
+            assert_eq!(
+                read_range(&t.store, &digest, Some(b..b + 1)).await,
+                &data[b as usize..b as usize + 1]
+            );
+        }
+        let past = len as u64 + 1;
+        assert!(matches!(
+            t.store.read_blob(&digest, Some(0..past)).await.err(),
+            Some(Error::RangeNotSatisfiable { .. })
+        ));
+    }
+    let missing = Digest::sha256(b"never stored");
+    assert!(t.store.blob(&missing).await.unwrap().is_none());
+    assert!(matches!(
+        t.store.read_blob(&missing, None).await.err(),
+        Some(Error::BlobNotFound(_))
+    ));
+}
+
+async fn a_wrong_digest_commits_nothing(kind: Kind) {
+    let t = open(kind).await;
+    let data = random_bytes(2 << 20, 9);
+    let actual = Digest::sha256(&data);
+    let claimed = Digest::sha256(b"something else");
+    let err = t
+        .store
+        .put_blob(&claimed, stream_of(data.clone(), vec![100_000]))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::DigestMismatch { ref expected, actual: ref a } if *expected == claimed && *a == actual)
+    );
+    assert!(t.store.blob(&claimed).await.unwrap().is_none());
+    assert!(t.store.blob(&actual).await.unwrap().is_none());
+    assert_eq!(t.store.stats().await.unwrap().blobs, 0);
+}
+
+async fn sha512_blobs_are_verified(kind: Kind) {
+    let t = open(kind).await;
+    let data = random_bytes(1 << 20, 5);
+    let digest = Digest::of(Algorithm::Sha512, &data);
+    t.store
+        .put_blob(&digest, stream_of(data.clone(), vec![4096]))
+        .await
+        .unwrap();
+    assert_eq!(read_all(&t.store, &digest).await, data);
+    let wrong = Digest::of(Algorithm::Sha512, b"x");
+    assert!(matches!(
+        t.store.put_blob_bytes(&wrong, Bytes::from(data)).await,
+        Err(Error::DigestMismatch { .. })
+    ));
+}
+
+async fn shared_content_is_stored_once(kind: Kind) {
+    let t = open(kind).await;
+    let a = random_bytes(6 << 20, 1);
+    let mut b = a[..3 << 20].to_vec();
+    b.extend(random_bytes(100_000, 2));
+    b.extend_from_slice(&a[3 << 20..]);
+    let (_, sa) = t
+        .store
+        .put_blob_with_stats(&Digest::sha256(&a), stream_of(a.clone(), vec![1 << 20]))
+        .await
+        .unwrap();
+    assert_eq!(sa.stored_bytes, a.len() as u64);
+    let (_, sb) = t
+        .store
+        .put_blob_with_stats(&Digest::sha256(&b), stream_of(b.clone(), vec![1 << 20]))
+        .await
+        .unwrap();
+    let max_chunk = ChunkingParams::default().max as u64;
+    assert!(
+        sb.stored_bytes <= 100_000 + 3 * max_chunk,
+        "an insertion re-stores only the chunks around it: stored {}",
+        sb.stored_bytes
+    );
+    assert_eq!(sb.stored_bytes + sb.deduplicated_bytes, b.len() as u64);
+    let stats = t.store.stats().await.unwrap();
+    assert_eq!(stats.logical_bytes, (a.len() + b.len()) as u64);
+    assert!(stats.physical_bytes < a.len() as u64 + 100_000 + 4 * max_chunk);
+    assert_eq!(read_all(&t.store, &Digest::sha256(&b)).await, b);
+}
+
+async fn a_blob_whose_chunks_are_stored_uploads_no_chunk_again(kind: Kind) {
+    let t = open(kind).await;
+    let a = random_bytes(5 << 20, 3);
+    t.store
+        .put_blob(&Digest::sha256(&a), stream_of(a.clone(), vec![1 << 20]))
+        .await
+        .unwrap();
+    let before = t.store.stats().await.unwrap();
+    // Same content again, and (on disk and S3) the same content plus one byte as a
+    // session from a reopened store: another process, which learns the chunks from the
+    // pack footers.
+    let (_, again) = t
+        .store
+        .put_blob_with_stats(&Digest::sha256(&a), stream_of(a.clone(), vec![333_333]))
+        .await
+        .unwrap();
+    assert_eq!((again.stored_bytes, again.packs), (0, 0));
+    if kind != Kind::Memory {
+        let other = t.reopen().await;
+        let r = repo("dedup/other");
+        let s = other.start_upload(&r).await.unwrap();
+        let mut longer = a.clone();
+        longer.push(7);
+        let d = Digest::sha256(&longer);
+        other
+            .finish_upload(
+                &s.id,
+                &r,
+                Some(0),
+                stream_of(longer.clone(), vec![1 << 20]),
+                &d,
+            )
+            .await
+            .unwrap();
+        assert_eq!(read_all(&t.store, &d).await, longer);
+    }
+    let after = t.store.stats().await.unwrap();
+    let max_chunk = ChunkingParams::default().max as u64;
+    assert!(
+        after.pack_bytes - before.pack_bytes <= 2 * max_chunk + 1024,
+        "grew by {}",
+        after.pack_bytes - before.pack_bytes
+    );
+}
+
+async fn uploads_resume_across_store_handles(kind: Kind) {
+    let t = open_small(kind).await;
+    let r = repo("library/app");
+    let data = random_bytes(700_000, 4);
+    let digest = Digest::sha256(&data);
+    let s = t.store.start_upload(&r).await.unwrap();
+    assert_eq!(s.offset, 0);
+    let st = t
+        .store
+        .append_upload(
+            &s.id,
+            &r,
+            0,
+            stream_of(data[..100_001].to_vec(), vec![7_000]),
+        )
+        .await
+        .unwrap();
+    assert_eq!(st.offset, 100_001);
+    // Another handle (another process, for disk and S3) continues the session.
+    let other = if kind == Kind::Memory {
+        t.store.clone()
+    } else {
+        t.reopen().await
+    };
+    assert_eq!(
+        other.upload_status(&s.id, &r).await.unwrap().offset,
+        100_001
+    );
+    let st = other
+        .append_upload(
+            &s.id,
+            &r,
+            100_001,
+            stream_of(data[100_001..400_000].to_vec(), vec![50_000]),
+        )
+        .await
+        .unwrap();
+    assert_eq!(st.offset, 400_000);
+    let info = t
+        .store
+        .finish_upload(
+            &s.id,
+            &r,
+            Some(400_000),
+            stream_of(data[400_000..].to_vec(), vec![1 << 20]),
+            &digest,
+        )
+        .await
+        .unwrap();
+    assert_eq!(info.size, data.len() as u64);
+    assert_eq!(read_all(&other, &digest).await, data);
+    assert!(
+        t.store
+            .repository(&r)
+            .blob(&digest)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert!(matches!(
+        t.store.upload_status(&s.id, &r).await,
+        Err(Error::UploadNotFound(_))
+    ));
+}
+
+async fn out_of_order_appends_are_rejected_with_the_current_offset(kind: Kind) {
+    let t = open(kind).await;
+    let r = repo("a/b");
+    let s = t.store.start_upload(&r).await.unwrap();
+    t.store
+        .append_upload(&s.id, &r, 0, stream_of(vec![1; 1000], vec![1000]))
+        .await
+        .unwrap();
+    for bad in [0, 999, 1001] {
+        match t
+            .store
+            .append_upload(&s.id, &r, bad, stream_of(vec![2; 10], vec![10]))
+            .await
+        {
+            Err(Error::OffsetMismatch {
+                current, requested, ..
+            }) => {
+                assert_eq!((current, requested), (1000, bad));
+            }
+            other => panic!("append at {bad}: {other:?}"),
+        }
+    }
+    assert!(matches!(
+        t.store.upload_status(&s.id, &repo("other/repo")).await,
+        Err(Error::UploadRepositoryMismatch { .. })
+    ));
+    assert_eq!(t.store.upload_status(&s.id, &r).await.unwrap().offset, 1000);
+}
+
+async fn sessions_are_listed_with_age_and_cancelled(kind: Kind) {
+    let t = open(kind).await;
+    let r = repo("ns/repo");
+    let a = t.store.start_upload(&r).await.unwrap();
+    let b = t.store.start_upload(&r).await.unwrap();
+    t.store
+        .append_upload(
+            &b.id,
+            &r,
+            0,
+            stream_of(random_bytes(300_000, 1), vec![300_000]),
+        )
+        .await
+        .unwrap();
+    let listed = t.store.list_uploads().await.unwrap();
+    assert_eq!(listed.len(), 2);
+    assert!(listed.iter().all(|s| s.created <= s.updated));
+    let lb = listed.iter().find(|s| s.id == b.id).unwrap();
+    assert_eq!(lb.offset, 300_000);
+    t.store.cancel_upload(&b.id, &r).await.unwrap();
+    assert!(matches!(
+        t.store
+            .append_upload(&b.id, &r, 300_000, stream_of(vec![1], vec![1]))
+            .await,
+        Err(Error::UploadNotFound(_))
+    ));
+    let listed = t.store.list_uploads().await.unwrap();
+    assert_eq!(
+        listed.iter().map(|s| &s.id).collect::<Vec<_>>(),
+        vec![&a.id]
+    );
+}
+
+async fn a_failed_finish_leaves_the_session_usable(kind: Kind) {
+    let t = open(kind).await;
+    let r = repo("x/y");
+    let data = random_bytes(400_000, 8);
+    let s = t.store.start_upload(&r).await.unwrap();
+    t.store
+        .append_upload(&s.id, &r, 0, stream_of(data.clone(), vec![64_000]))
+        .await
+        .unwrap();
+    let wrong = Digest::sha256(b"nope");
+    assert!(matches!(
+        t.store
+            .finish_upload(&s.id, &r, None, stream_of(vec![], vec![]), &wrong)
+            .await,
+        Err(Error::DigestMismatch { .. })
+    ));
+    assert!(t.store.blob(&wrong).await.unwrap().is_none());
+    // The client can still finish with the right digest (here: as sha512, which the
+    // session did not hash while streaming, so the stored bytes are hashed again).
+    let d512 = Digest::of(Algorithm::Sha512, &data);
+    t.store
+        .finish_upload(&s.id, &r, Some(400_000), stream_of(vec![], vec![]), &d512)
+        .await
+        .unwrap();
+    assert_eq!(read_all(&t.store, &d512).await, data);
+}
+
+async fn manifests_keep_their_media_type_and_links_gate_access(kind: Kind) {
+    let t = open(kind).await;
+    let r = t.store.repository(&repo("library/alpine"));
+    let body = Bytes::from_static(
+        br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json"}"#,
+    );
+    let digest = Digest::sha256(&body);
+    let mt = "application/vnd.oci.image.manifest.v1+json";
+    r.put_manifest(&digest, mt, body.clone(), None)
+        .await
+        .unwrap();
+    let m = r.manifest(&digest).await.unwrap().unwrap();
+    assert_eq!(
+        (m.link.media_type.as_str(), m.bytes.clone(), m.link.size),
+        (mt, body.clone(), body.len() as u64)
+    );
+    assert_eq!(r.manifests().await.unwrap(), vec![digest.clone()]);
+    let other = t.store.repository(&repo("library/other"));
+    assert!(
+        other.manifest(&digest).await.unwrap().is_none(),
+        "not linked there"
+    );
+    assert!(matches!(
+        r.put_manifest(&Digest::sha256(b"x"), mt, body.clone(), None)
+            .await,
+        Err(Error::DigestMismatch { .. })
+    ));
+    assert!(r.delete_manifest(&digest).await.unwrap());
+    assert!(!r.delete_manifest(&digest).await.unwrap());
+    assert!(r.manifest(&digest).await.unwrap().is_none());
+    // Blob links: a blob is servable only where it was pushed or linked.
+    let layer = random_bytes(50_000, 1);
+    let ld = Digest::sha256(&layer);
+    assert!(matches!(
+        other.link_blob(&ld).await,
+        Err(Error::BlobNotFound(_))
+    ));
+    r.put_blob(&ld, stream_of(layer, vec![10_000]))
+        .await
+        .unwrap();
+    assert!(r.blob(&ld).await.unwrap().is_some());
+    assert!(other.blob(&ld).await.unwrap().is_none());
+    other.link_blob(&ld).await.unwrap();
+    assert_eq!(other.blobs().await.unwrap(), vec![ld.clone()]);
+    assert!(other.unlink_blob(&ld).await.unwrap());
+    assert!(other.blob(&ld).await.unwrap().is_none());
+    assert!(r.blob(&ld).await.unwrap().is_some());
+}
+
+async fn tags_keep_history_and_swap_atomically(kind: Kind) {
+    let t = open(kind).await;
+    let r = t.store.repository(&repo("tripleo/centos-binary-aodh-api"));
+    let (a, b) = (Digest::sha256(b"a"), Digest::sha256(b"b"));
+    let latest = tag("latest");
+    r.set_tag(&latest, &a).await.unwrap();
+    r.set_tag(&latest, &b).await.unwrap();
+    let rec = r.set_tag(&latest, &a).await.unwrap();
+    assert_eq!(rec.current(), &a);
+    let history: Vec<_> = rec.history.iter().map(|e| e.digest.clone()).collect();
+    assert_eq!(history, vec![a.clone(), b.clone(), a.clone()]);
+    assert!(rec.history.windows(2).all(|w| w[0].created >= w[1].created));
+    // Setting the current digest again is not a move.
+    assert_eq!(r.set_tag(&latest, &a).await.unwrap().history.len(), 3);
+    assert!(matches!(
+        r.compare_and_set_tag(&latest, Some(&b), &b).await,
+        Err(Error::Conflict { .. })
+    ));
+    r.compare_and_set_tag(&latest, Some(&a), &b).await.unwrap();
+    assert!(matches!(
+        r.compare_and_set_tag(&tag("new"), Some(&a), &b).await,
+        Err(Error::Conflict { .. })
+    ));
+    r.compare_and_set_tag(&tag("new"), None, &b).await.unwrap();
+    assert!(matches!(
+        r.compare_and_set_tag(&tag("new"), None, &a).await,
+        Err(Error::Conflict { .. })
+    ));
+    r.set_tag(&tag("1.0"), &a).await.unwrap();
+    let names: Vec<String> = r
+        .tags()
+        .await
+        .unwrap()
+        .iter()
+        .map(|t| t.to_string())
+        .collect();
+    assert_eq!(names, vec!["1.0", "latest", "new"]);
+    assert!(r.delete_tag(&latest).await.unwrap());
+    assert!(!r.delete_tag(&latest).await.unwrap());
+    assert!(r.tag(&latest).await.unwrap().is_none());
+}
+
+async fn concurrent_tag_updates_lose_nothing(kind: Kind) {
+    let t = open(kind).await;
+    let r = t.store.repository(&repo("race/tags"));
+    let latest = tag("latest");
+    let tasks: Vec<_> = (0..8u32)
+        .map(|w| {
+            let r = r.clone();
+            let latest = latest.clone();
+            tokio::spawn(async move {
+                for i in 0..5u32 {
+                    let d = Digest::sha256(format!("{w}-{i}").as_bytes());
+                    r.set_tag(&latest, &d).await.unwrap();
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let rec = r.tag(&latest).await.unwrap().unwrap();
+    assert_eq!(rec.history.len(), 40, "every update is in the history once");
+    assert_eq!(rec.generation, 40);
+    let mut seen: Vec<_> = rec.history.iter().map(|e| e.digest.to_string()).collect();
+    seen.sort();
+    seen.dedup();
+    assert_eq!(seen.len(), 40);
+}
+
+async fn referrers_are_indexed_by_subject(kind: Kind) {
+    let t = open(kind).await;
+    let r = t.store.repository(&repo("sig/app"));
+    let subject_body = Bytes::from_static(b"{\"subject manifest\":1}");
+    let subject = Digest::sha256(&subject_body);
+    let mt = "application/vnd.oci.image.manifest.v1+json";
+    r.put_manifest(&subject, mt, subject_body, None)
+        .await
+        .unwrap();
+    let mut made = Vec::new();
+    for (i, at) in ["application/vnd.dev.sigstore", "application/spdx+json"]
+        .iter()
+        .enumerate()
+    {
+        let body = Bytes::from(format!("{{\"referrer\":{i}}}"));
+        let d = Digest::sha256(&body);
+        let desc = Descriptor {
+            media_type: mt.into(),
+            digest: d.clone(),
+            size: body.len() as u64,
+            artifact_type: Some((*at).into()),
+            annotations: None,
+        };
+        r.put_manifest(&d, mt, body, Some((&subject, &desc)))
+            .await
+            .unwrap();
+        made.push(desc);
+    }
+    made.sort_by(|a, b| a.digest.cmp(&b.digest));
+    assert_eq!(r.referrers(&subject).await.unwrap(), made);
+    assert!(
+        r.referrers(&Digest::sha256(b"other"))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let other = t.store.repository(&repo("sig/other"));
+    assert!(other.referrers(&subject).await.unwrap().is_empty());
+    r.delete_manifest(&made[0].digest).await.unwrap();
+    assert_eq!(r.referrers(&subject).await.unwrap(), vec![made[1].clone()]);
+}
+
+async fn the_catalog_lists_repositories_by_namespace(kind: Kind) {
+    let t = open(kind).await;
+    let names = [
+        "tripleo/a",
+        "tripleo/b/c",
+        "tripleo/b",
+        "developer/centos",
+        "z",
+    ];
+    for n in names {
+        t.store
+            .repository(&repo(n))
+            .set_tag(&tag("latest"), &Digest::sha256(n.as_bytes()))
+            .await
+            .unwrap();
+    }
+    let all: Vec<String> = t
+        .store
+        .repositories(None, None, None)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.to_string())
+        .collect();
+    assert_eq!(
+        all,
+        vec![
+            "developer/centos",
+            "tripleo/a",
+            "tripleo/b",
+            "tripleo/b/c",
+            "z"
+        ]
+    );
+    let ns: Vec<String> = t
+        .store
+        .repositories(Some("tripleo"), None, None)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.to_string())
+        .collect();
+    assert_eq!(ns, vec!["tripleo/a", "tripleo/b", "tripleo/b/c"]);
+    let page: Vec<String> = t
+        .store
+        .repositories(None, Some("tripleo/a"), Some(2))
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.to_string())
+        .collect();
+    assert_eq!(page, vec!["tripleo/b", "tripleo/b/c"]);
+}
+
+async fn a_store_keeps_its_chunking_parameters(kind: Kind) {
+    let custom = ChunkingParams {
+        min: 8192,
+        avg: 32768,
+        max: 131072,
+        normalization: 2,
+    };
+    let t = open_with(kind, |o| o.chunking = Some(custom)).await;
+    assert_eq!(t.store.identity().chunking, custom);
+    if kind == Kind::Memory {
+        return; // Every memory:// store is new; there is nothing to reopen.
+    }
+    let mut other = t.options.clone();
+    other.chunking = Some(ChunkingParams::default());
+    assert!(matches!(
+        stowage_storage::Store::open(other).await,
+        Err(Error::IncompatibleStore(_))
+    ));
+    let mut unspecified = t.options.clone();
+    unspecified.chunking = None;
+    let reopened = stowage_storage::Store::open(unspecified).await.unwrap();
+    assert_eq!(reopened.identity().chunking, custom);
+}
+
+async fn many_small_packs_read_back(kind: Kind) {
+    let t = open_small(kind).await;
+    let data = random_bytes(1 << 20, 77);
+    let d = Digest::sha256(&data);
+    let (_, stats) = t
+        .store
+        .put_blob_with_stats(&d, stream_of(data.clone(), vec![10_000, 3, 70_000]))
+        .await
+        .unwrap();
+    assert!(stats.packs >= 10, "{stats:?}");
+    assert!(stats.chunks >= 100, "{stats:?}");
+    assert_eq!(read_all(&t.store, &d).await, data);
+    for (a, b) in [(0, 1), (4095, 4097), (500_000, 1 << 20), (12_345, 678_901)] {
+        assert_eq!(
+            read_range(&t.store, &d, Some(a..b)).await,
+            &data[a as usize..b as usize]
+        );
+    }
+}
+
+macro_rules! engine_suite {
+    ($($case:ident),* $(,)?) => {
+        mod memory { $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() { super::$case(super::Kind::Memory).await }
+        )* }
+        mod local { $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() { super::$case(super::Kind::Local).await }
+        )* }
+        mod s3 { $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() { super::$case(super::Kind::S3).await }
+        )* }
+    };
+}
+
+engine_suite!(
+    blobs_round_trip_whole_and_by_range,
+    a_wrong_digest_commits_nothing,
+    sha512_blobs_are_verified,
+    shared_content_is_stored_once,
+    a_blob_whose_chunks_are_stored_uploads_no_chunk_again,
+    uploads_resume_across_store_handles,
+    out_of_order_appends_are_rejected_with_the_current_offset,
+    sessions_are_listed_with_age_and_cancelled,
+    a_failed_finish_leaves_the_session_usable,
+    manifests_keep_their_media_type_and_links_gate_access,
+    tags_keep_history_and_swap_atomically,
+    concurrent_tag_updates_lose_nothing,
+    referrers_are_indexed_by_subject,
+    the_catalog_lists_repositories_by_namespace,
+    a_store_keeps_its_chunking_parameters,
+    many_small_packs_read_back,
+);
