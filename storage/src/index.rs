@@ -199,7 +199,10 @@ impl ChunkIndex {
         };
         let count = unknown.len();
         futures::stream::iter(unknown)
-            .map(|id| async move { (id, read_footer(backend, &id).await) })
+            .map(|id| {
+                let backend = backend.clone();
+                async move { (id, read_footer(&backend, &id).await) }
+            })
             .buffer_unordered(32)
             .map(Ok::<_, Error>)
             .try_for_each(|(id, footer)| async move {

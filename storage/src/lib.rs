@@ -30,6 +30,9 @@ mod repo;
 mod store;
 mod upload;
 
+#[cfg(feature = "testkit")]
+pub mod testkit;
+
 pub use backend::{BackendConfig, BackendKind, S3Options};
 pub use chunk::ChunkId;
 pub use config::{CHUNK_HASH, CHUNKER, ChunkingParams, STORE_FORMAT, StoreIdentity};

@@ -281,17 +281,20 @@ impl Repository {
         let listed = self.backend().list_all(&prefix).await?;
         let mut out: Vec<Descriptor> = futures::stream::iter(listed)
             .filter(|m| futures::future::ready(layout::parse_referrer(&m.location).is_some()))
-            .map(|m| async move {
-                let Some(data) = self.backend().get(&m.location).await? else {
-                    return Ok(None);
-                };
-                let d: Descriptor = from_json(&data, m.location.as_ref())?;
-                let present = self
-                    .backend()
-                    .head(&layout::manifest_link(&self.name, &d.digest))
-                    .await?
-                    .is_some();
-                Ok::<_, Error>(present.then_some(d))
+            .map(|m| {
+                let this = self.clone();
+                async move {
+                    let Some(data) = this.backend().get(&m.location).await? else {
+                        return Ok(None);
+                    };
+                    let d: Descriptor = from_json(&data, m.location.as_ref())?;
+                    let present = this
+                        .backend()
+                        .head(&layout::manifest_link(&this.name, &d.digest))
+                        .await?
+                        .is_some();
+                    Ok::<_, Error>(present.then_some(d))
+                }
             })
             .buffer_unordered(16)
             .try_filter_map(|d| async move { Ok(d) })

@@ -257,6 +257,18 @@ impl Store {
         Ok(Bytes::from(parts.concat()))
     }
 
+    /// Digests of every committed blob, in no particular order.
+    pub async fn blobs(&self) -> Result<Vec<Digest>> {
+        Ok(self
+            .inner
+            .backend
+            .list_all(&layout::blobs_prefix())
+            .await?
+            .iter()
+            .filter_map(|m| layout::parse_recipe(&m.location))
+            .collect())
+    }
+
     /// Writes a blob from a stream and commits it if it hashes to `expected`.
     pub async fn put_blob<S, E>(&self, expected: &Digest, body: S) -> Result<BlobInfo>
     where
@@ -513,14 +525,22 @@ impl Store {
     }
 
     async fn session_refs(&self, id: &UploadId, state: &SessionState) -> Result<Vec<ChunkRef>> {
-        let backend = &self.inner.backend;
-        let segments: Vec<Vec<ChunkRef>> = futures::stream::iter(state.segments.iter().enumerate())
-            .map(|(i, nonce)| async move {
-                let key = layout::upload_segment(id, i as u32, nonce);
-                let data = backend.get(&key).await?.ok_or_else(|| {
-                    Error::corrupt(key.as_ref(), "segment named by the upload state is missing")
-                })?;
-                upload::decode_segment(&data, key.as_ref())
+        let keys: Vec<_> = state
+            .segments
+            .iter()
+            .enumerate()
+            .map(|(i, nonce)| layout::upload_segment(id, i as u32, nonce))
+            .collect();
+        let backend = self.inner.backend.clone();
+        let segments: Vec<Vec<ChunkRef>> = futures::stream::iter(keys)
+            .map(move |key| {
+                let backend = backend.clone();
+                async move {
+                    let data = backend.get(&key).await?.ok_or_else(|| {
+                        Error::corrupt(key.as_ref(), "segment named by the upload state is missing")
+                    })?;
+                    upload::decode_segment(&data, key.as_ref())
+                }
             })
             .buffered(16)
             .try_collect()
@@ -576,12 +596,15 @@ impl Store {
             .filter_map(|p| p.filename()?.parse().ok())
             .collect();
         let mut out: Vec<UploadStatus> = futures::stream::iter(ids)
-            .map(|id| async move {
-                match self.load_session(&id, None).await {
-                    Ok((s, _)) => Ok(Some(s.status(&id))),
-                    // Removed between listing and reading.
-                    Err(Error::UploadNotFound(_)) => Ok(None),
-                    Err(e) => Err(e),
+            .map(|id| {
+                let store = self.clone();
+                async move {
+                    match store.load_session(&id, None).await {
+                        Ok((s, _)) => Ok(Some(s.status(&id))),
+                        // Removed between listing and reading.
+                        Err(Error::UploadNotFound(_)) => Ok(None),
+                        Err(e) => Err(e),
+                    }
                 }
             })
             .buffer_unordered(16)
@@ -660,11 +683,14 @@ impl Store {
         let recipes = backend.list_all(&layout::blobs_prefix()).await?;
         let headers: Vec<(u64, u64)> = futures::stream::iter(recipes)
             .filter(|m| futures::future::ready(layout::parse_recipe(&m.location).is_some()))
-            .map(|m| async move {
-                let n = m.size.min(recipe::HEADER_MAX);
-                let head = backend.get_range(&m.location, 0..n).await?;
-                let h = Recipe::decode_header(&head, m.location.as_ref())?;
-                Ok::<_, Error>((h.size, if h.inline { h.size } else { 0 }))
+            .map(|m| {
+                let backend = backend.clone();
+                async move {
+                    let n = m.size.min(recipe::HEADER_MAX);
+                    let head = backend.get_range(&m.location, 0..n).await?;
+                    let h = Recipe::decode_header(&head, m.location.as_ref())?;
+                    Ok::<_, Error>((h.size, if h.inline { h.size } else { 0 }))
+                }
             })
             .buffer_unordered(32)
             .try_collect()

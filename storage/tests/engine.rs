@@ -4,7 +4,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use stowage_storage::testkit as common;
 
 use bytes::Bytes;
 use common::{Kind, open, open_small, open_with, random_bytes, read_all, read_range, stream_of};

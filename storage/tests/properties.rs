@@ -5,7 +5,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use stowage_storage::testkit as common;
 
 use common::{Kind, open_small, random_bytes, read_all, read_range, small_chunks, stream_of};
 use proptest::prelude::*;
@@ -30,7 +30,11 @@ fn blob_case() -> impl Strategy<Value = BlobCase> {
         .prop_map(|(len, seed, repetitive, pieces, ranges)| {
             // Repetitive data makes a blob reuse its own chunks.
             let data = if repetitive {
-                random_bytes(37_000, seed).into_iter().cycle().take(len).collect()
+                random_bytes(37_000, seed)
+                    .into_iter()
+                    .cycle()
+                    .take(len)
+                    .collect()
             } else {
                 random_bytes(len, seed)
             };
@@ -57,7 +61,12 @@ fn check_blob_case(kind: Kind, case: BlobCase) {
             let part = case.data[offset..end].to_vec();
             let st = t
                 .store
-                .append_upload(&session.id, &repo, offset as u64, stream_of(part, vec![4093, 17]))
+                .append_upload(
+                    &session.id,
+                    &repo,
+                    offset as u64,
+                    stream_of(part, vec![4093, 17]),
+                )
                 .await
                 .unwrap();
             assert_eq!(st.offset, end as u64);
@@ -67,7 +76,13 @@ fn check_blob_case(kind: Kind, case: BlobCase) {
         let rest = case.data[offset..].to_vec();
         let info = t
             .store
-            .finish_upload(&session.id, &repo, Some(offset as u64), stream_of(rest, vec![65_536]), &digest)
+            .finish_upload(
+                &session.id,
+                &repo,
+                Some(offset as u64),
+                stream_of(rest, vec![65_536]),
+                &digest,
+            )
             .await
             .unwrap();
         assert_eq!(info.size, case.data.len() as u64);
@@ -94,8 +109,14 @@ enum Edit {
 }
 
 fn edit_case() -> impl Strategy<Value = (Vec<u8>, Edit)> {
-    (50_000usize..250_000, any::<u64>(), 0u8..3, any::<usize>(), 1usize..5_000).prop_map(
-        |(len, seed, kind, at, n)| {
+    (
+        50_000usize..250_000,
+        any::<u64>(),
+        0u8..3,
+        any::<usize>(),
+        1usize..5_000,
+    )
+        .prop_map(|(len, seed, kind, at, n)| {
             let base = random_bytes(len, seed);
             let at = at % len;
             let patch = random_bytes(n, seed ^ 0xabcdef);
@@ -105,8 +126,7 @@ fn edit_case() -> impl Strategy<Value = (Vec<u8>, Edit)> {
                 _ => Edit::Replace(at.min(len - n.min(len)), patch),
             };
             (base, edit)
-        },
-    )
+        })
 }
 
 fn check_shared_chunks(kind: Kind, base: Vec<u8>, edit: Edit) {
@@ -129,12 +149,18 @@ fn check_shared_chunks(kind: Kind, base: Vec<u8>, edit: Edit) {
             }
         };
         t.store
-            .put_blob(&Digest::sha256(&base), stream_of(base.clone(), vec![50_000]))
+            .put_blob(
+                &Digest::sha256(&base),
+                stream_of(base.clone(), vec![50_000]),
+            )
             .await
             .unwrap();
         let (_, stats) = t
             .store
-            .put_blob_with_stats(&Digest::sha256(&edited), stream_of(edited.clone(), vec![50_000]))
+            .put_blob_with_stats(
+                &Digest::sha256(&edited),
+                stream_of(edited.clone(), vec![50_000]),
+            )
             .await
             .unwrap();
         // Boundaries resynchronise within a few chunks of an edit, so everything else
@@ -146,7 +172,10 @@ fn check_shared_chunks(kind: Kind, base: Vec<u8>, edit: Edit) {
             stats.stored_bytes,
             edited.len()
         );
-        assert_eq!(stats.stored_bytes + stats.deduplicated_bytes, edited.len() as u64);
+        assert_eq!(
+            stats.stored_bytes + stats.deduplicated_bytes,
+            edited.len() as u64
+        );
         assert_eq!(read_all(&t.store, &Digest::sha256(&edited)).await, edited);
     });
 }

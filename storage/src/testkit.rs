@@ -1,11 +1,12 @@
+//! Test support, for this crate's tests and the end-to-end tests (feature `testkit`).
 //! Opens the backends the engine suite runs against. Every test gets a store of its own:
 //! a fresh in-memory store, a fresh temporary directory, or a fresh prefix in the S3
 //! bucket of the moto server that the test command (`scripts/test`) starts and names in
 //! `STOWAGE_TEST_S3_ENDPOINT` and `STOWAGE_TEST_S3_BUCKET`.
 
-#![allow(dead_code)]
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-use stowage_storage::{ChunkingParams, S3Options, Store, StoreOptions};
+use crate::{ChunkingParams, Digest, S3Options, Store, StoreOptions};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -49,26 +50,40 @@ pub fn options(kind: Kind) -> (StoreOptions, Option<tempfile::TempDir>) {
             (StoreOptions::new(url), Some(dir))
         }
         Kind::S3 => {
-            let endpoint = std::env::var("STOWAGE_TEST_S3_ENDPOINT").unwrap_or_else(|_| {
-                panic!(
-                    "S3 tests need an S3-compatible server: run scripts/test, which starts \
-                     moto and sets STOWAGE_TEST_S3_ENDPOINT and STOWAGE_TEST_S3_BUCKET"
-                )
-            });
             let bucket =
                 std::env::var("STOWAGE_TEST_S3_BUCKET").unwrap_or_else(|_| "stowage-test".into());
             let prefix = uuid::Uuid::new_v4().simple().to_string();
-            let mut o = StoreOptions::new(format!("s3://{bucket}/{prefix}"));
-            o.backend.s3 = S3Options {
-                endpoint: Some(endpoint),
-                region: Some("us-east-1".into()),
-                access_key_id: Some("testing".into()),
-                secret_access_key: Some("testing".into()),
-                ..Default::default()
-            };
-            (o, None)
+            (options_for_url(&format!("s3://{bucket}/{prefix}")), None)
         }
     }
+}
+
+/// Options for a store URL; for `s3://` URLs, pointed at the test S3 server.
+pub fn options_for_url(url: &str) -> StoreOptions {
+    let mut o = StoreOptions::new(url);
+    if url.starts_with("s3://") {
+        let endpoint = std::env::var("STOWAGE_TEST_S3_ENDPOINT").unwrap_or_else(|_| {
+            panic!(
+                "S3 tests need an S3-compatible server: run scripts/test, which starts \
+                 moto and sets STOWAGE_TEST_S3_ENDPOINT and STOWAGE_TEST_S3_BUCKET"
+            )
+        });
+        o.backend.s3 = S3Options {
+            endpoint: Some(endpoint),
+            region: Some("us-east-1".into()),
+            access_key_id: Some("testing".into()),
+            secret_access_key: Some("testing".into()),
+            ..Default::default()
+        };
+    }
+    o
+}
+
+/// A URL for a new, empty store of the given kind (memory stores cannot be shared
+/// between processes; this is for disk and S3). Keep the returned directory alive.
+pub fn fresh_url(kind: Kind) -> (String, Option<tempfile::TempDir>) {
+    let (o, dir) = options(kind);
+    (o.backend.url, dir)
 }
 
 pub async fn open_with(kind: Kind, tweak: impl FnOnce(&mut StoreOptions)) -> TestStore {
@@ -128,13 +143,13 @@ pub fn stream_of(
     futures::stream::iter(out)
 }
 
-pub async fn read_all(store: &Store, digest: &stowage_storage::Digest) -> Vec<u8> {
+pub async fn read_all(store: &Store, digest: &Digest) -> Vec<u8> {
     read_range(store, digest, None).await
 }
 
 pub async fn read_range(
     store: &Store,
-    digest: &stowage_storage::Digest,
+    digest: &Digest,
     range: Option<std::ops::Range<u64>>,
 ) -> Vec<u8> {
     use futures::TryStreamExt;
@@ -143,8 +158,7 @@ pub async fn read_range(
     parts.concat()
 }
 
-/// Runs `f` against each backend in turn (used by the property tests, which drive
-/// their own runtime).
+/// A runtime for tests that drive their own (property tests).
 pub fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
