@@ -57,28 +57,28 @@ impl Event {
     pub fn parse(line: &str) -> Option<Event> {
         let f: Vec<&str> = line.split(' ').collect();
         let num = |i: usize| f.get(i)?.parse::<u64>().ok();
-        Some(match f.first()? {
-            &"BLOB" if f.len() == 5 => Event::Blob {
+        Some(match *f.first()? {
+            "BLOB" if f.len() == 5 => Event::Blob {
                 digest: f[1].into(),
                 seed: num(2)?,
                 n: num(3)?,
                 len: num(4)? as usize,
             },
-            &"BAD" if f.len() == 2 => Event::BadDigest {
+            "BAD" if f.len() == 2 => Event::BadDigest {
                 claimed: f[1].into(),
             },
-            &"SESSION" if f.len() == 5 => Event::Session {
+            "SESSION" if f.len() == 5 => Event::Session {
                 id: f[1].into(),
                 seed: num(2)?,
                 n: num(3)?,
                 len: num(4)? as usize,
             },
-            &"APPEND" if f.len() == 3 => Event::Append {
+            "APPEND" if f.len() == 3 => Event::Append {
                 id: f[1].into(),
                 offset: num(2)?,
             },
-            &"FINISHED" if f.len() == 2 => Event::Finished { id: f[1].into() },
-            &"TAGGED" if f.len() == 2 => Event::Tagged {
+            "FINISHED" if f.len() == 2 => Event::Finished { id: f[1].into() },
+            "TAGGED" if f.len() == 2 => Event::Tagged {
                 digest: f[1].into(),
             },
             _ => return None,
