@@ -290,10 +290,40 @@ impl Store {
         S: Stream<Item = std::result::Result<Bytes, E>> + Send,
         E: Into<BoxError>,
     {
-        let mut ingest = Ingest::new(self.inner.write.clone(), expected.algorithm());
+        self.write_blob(expected.algorithm(), Some(expected), body)
+            .await
+    }
+
+    /// Writes a blob whose digest is not known in advance (a local file, a benchmark's
+    /// data) and commits it under the digest its bytes hash to.
+    pub async fn put_blob_content<S, E>(
+        &self,
+        algorithm: Algorithm,
+        body: S,
+    ) -> Result<(BlobInfo, WriteStats)>
+    where
+        S: Stream<Item = std::result::Result<Bytes, E>> + Send,
+        E: Into<BoxError>,
+    {
+        self.write_blob(algorithm, None, body).await
+    }
+
+    async fn write_blob<S, E>(
+        &self,
+        algorithm: Algorithm,
+        expected: Option<&Digest>,
+        body: S,
+    ) -> Result<(BlobInfo, WriteStats)>
+    where
+        S: Stream<Item = std::result::Result<Bytes, E>> + Send,
+        E: Into<BoxError>,
+    {
+        let mut ingest = Ingest::new(self.inner.write.clone(), algorithm);
         ingest.feed(body).await?;
         let actual = ingest.finish(self.inner.inline_max).await?;
-        if &actual != expected {
+        if let Some(expected) = expected
+            && &actual != expected
+        {
             return Err(Error::DigestMismatch {
                 expected: expected.clone(),
                 actual,
@@ -302,7 +332,7 @@ impl Store {
         let refs = ingest.take_refs()?;
         let size = ingest.received();
         let info = self
-            .commit(expected, size, refs, ingest.pending().clone())
+            .commit(&actual, size, refs, ingest.pending().clone())
             .await?;
         Ok((info, ingest.stats()))
     }

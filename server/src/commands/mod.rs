@@ -1,0 +1,7 @@
+//! Operator commands on the storage engine.
+
+mod blob;
+mod inspect;
+
+pub use blob::{get, put};
+pub use inspect::{stats, uploads};

@@ -1,0 +1,105 @@
+//! `stowage`, the registry's one binary. Until the HTTP front end lands it carries the
+//! operator commands of the storage engine: store and fetch blobs, show what the store
+//! holds, list upload sessions.
+
+mod commands;
+mod output;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+use stowage_storage::{S3Options, StoreOptions};
+
+#[derive(Parser)]
+#[command(
+    name = "stowage",
+    version,
+    about = "Stowage: a container image registry"
+)]
+struct Cli {
+    /// The store: a directory, file:///path, s3://bucket/prefix or memory://.
+    #[arg(long, global = true, env = "STOWAGE_STORAGE", default_value = "./data")]
+    storage: String,
+    /// Endpoint of an S3-compatible server (otherwise AWS_ENDPOINT_URL or AWS itself).
+    #[arg(long, global = true, env = "STOWAGE_S3_ENDPOINT")]
+    s3_endpoint: Option<String>,
+    /// Log filter, e.g. `info` or `stowage_storage=debug`.
+    #[arg(long, global = true, env = "STOWAGE_LOG", default_value = "warn")]
+    log: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Store files as blobs; prints each digest and what deduplication saved.
+    Put {
+        /// Files to store.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Name blobs by SHA-512 instead of SHA-256.
+        #[arg(long)]
+        sha512: bool,
+        /// Print JSON lines instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write a blob to standard output or a file.
+    Get {
+        /// The blob's digest.
+        digest: String,
+        /// Write here instead of standard output.
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+    },
+    /// Show what the store holds: logical bytes against physical bytes.
+    Stats {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List open upload sessions with their age.
+    Uploads {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+impl Cli {
+    fn store_options(&self) -> StoreOptions {
+        let mut o = StoreOptions::new(self.storage.clone());
+        o.backend.s3 = S3Options {
+            endpoint: self.s3_endpoint.clone(),
+            ..Default::default()
+        };
+        o
+    }
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(&cli.log))
+        .with_writer(std::io::stderr)
+        .init();
+    let options = cli.store_options();
+    let result = match cli.command {
+        Command::Put {
+            files,
+            sha512,
+            json,
+        } => commands::put(options, files, sha512, json).await,
+        Command::Get { digest, output } => commands::get(options, &digest, output).await,
+        Command::Stats { json } => commands::stats(options, json).await,
+        Command::Uploads { json } => commands::uploads(options, json).await,
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("stowage: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
