@@ -35,14 +35,20 @@ impl Default for ChunkingParams {
     fn default() -> Self {
         ChunkingParams {
             min: 16 * 1024,
-            avg: 64 * 1024,
-            max: 256 * 1024,
-            normalization: 1,
+            avg: 32 * 1024,
+            max: 128 * 1024,
+            normalization: 2,
         }
     }
 }
 
 impl ChunkingParams {
+    /// Chunk lengths these parameters cut `data` into, treating it as a whole blob (for
+    /// tools and benchmarks; the engine cuts streams incrementally, to the same result).
+    pub fn cut(&self, data: &[u8]) -> Vec<usize> {
+        crate::chunk::Chunker::new(self).cut(data, true)
+    }
+
     /// Checks the bounds the chunker supports.
     pub fn validate(&self) -> Result<()> {
         use fastcdc::v2020::{AVERAGE_MAX, AVERAGE_MIN, MAXIMUM_MAX, MAXIMUM_MIN, MINIMUM_MAX};
@@ -141,7 +147,7 @@ mod tests {
                 ..Default::default()
             },
             ChunkingParams {
-                max: 32 * 1024,
+                max: 16 * 1024,
                 ..Default::default()
             },
             ChunkingParams {
@@ -165,7 +171,7 @@ mod tests {
         id.check_compatible(Some(ChunkingParams::default()))
             .unwrap();
         let other = ChunkingParams {
-            avg: 128 * 1024,
+            avg: 64 * 1024,
             ..Default::default()
         };
         assert!(matches!(

@@ -1,14 +1,26 @@
-//! The write path: bytes in, verified chunks out. A stream is taken in batches of a few
-//! MiB; for each batch one thread updates the SHA-256 (or -512) of the stream while
-//! another cuts it into content-defined chunks, hashes each with BLAKE3, looks it up in
-//! the dedup index and appends the new ones to a pack. Packs are finished (made durable)
-//! in the background while the next batch is read. Nothing here is visible to readers:
-//! the caller commits a recipe (or an upload segment) only after [`Ingest::flush`].
+//! The write path: bytes in, verified chunks out.
+//!
+//! A stream is taken in batches of a few MiB and pushed through a three-step pipeline:
+//! a batch is *cut* into content-defined chunks, then its chunks are *hashed* (BLAKE3),
+//! then they are *stored*: looked up in the dedup index and, if new, appended to a pack.
+//! Each step of the pipeline runs two blocking tasks side by side:
+//!
+//! ```text
+//! task A:  SHA-256 of batch k  | then help hash the chunks of batch k-1
+//! task B:  store batch k-2, cut batch k | then help hash the chunks of batch k-1
+//! ```
+//!
+//! The stream's digest has to be computed serially and costs most of a core; the rest
+//! (cutting, hashing chunks, copying, storing) is shared out so that both cores stay
+//! busy. Packs are finished (made durable) in the background. Nothing here is visible to
+//! readers: the caller commits a recipe (or an upload segment) only after
+//! [`Ingest::flush`].
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures::{Stream, StreamExt};
 use tokio::task::JoinHandle;
 
@@ -22,10 +34,9 @@ use crate::pack::{Footer, MAX_PACK_LEN, PackEntry, PackId};
 use crate::recipe::ChunkRef;
 
 /// Bytes gathered from the stream before a batch is hashed and chunked.
-const BATCH: usize = 4 << 20;
-/// Batches smaller than this are hashed on the calling task: a thread hop would cost
-/// more than hashing a manifest.
-const INLINE_WORK: usize = 64 << 10;
+const BATCH: usize = 2 << 20;
+/// Chunks a worker claims at a time when hashing a batch.
+const HASH_CLAIM: usize = 4;
 /// Packs being finished in the background at once, per writer.
 const MAX_SEALING: usize = 2;
 
@@ -63,9 +74,69 @@ struct SealedPack {
     footer: Arc<Footer>,
 }
 
-/// Chunking state, moved to a blocking thread for each batch and back.
+/// The chunks cut from one batch: the bytes, the chunk lengths, and (once hashed) ids.
+struct Batch {
+    data: Arc<Vec<u8>>,
+    lens: Vec<usize>,
+    ids: Vec<ChunkId>,
+}
+
+/// Hashing of one batch's chunks, shared by both tasks: each claims chunks until none
+/// are left, so whichever finishes its own work first does more of this.
+struct HashJob {
+    data: Arc<Vec<u8>>,
+    starts: Vec<usize>,
+    lens: Vec<usize>,
+    next: AtomicUsize,
+}
+
+impl HashJob {
+    fn new(batch: &Batch) -> Self {
+        let mut pos = 0;
+        let starts = batch
+            .lens
+            .iter()
+            .map(|&l| {
+                let s = pos;
+                pos += l;
+                s
+            })
+            .collect();
+        HashJob {
+            data: batch.data.clone(),
+            starts,
+            lens: batch.lens.clone(),
+            next: AtomicUsize::new(0),
+        }
+    }
+
+    fn help(&self) -> Vec<(usize, ChunkId)> {
+        let mut out = Vec::new();
+        loop {
+            let first = self.next.fetch_add(HASH_CLAIM, Ordering::Relaxed);
+            if first >= self.lens.len() {
+                return out;
+            }
+            for i in first..(first + HASH_CLAIM).min(self.lens.len()) {
+                let s = self.starts[i];
+                out.push((i, ChunkId::of(&self.data[s..s + self.lens[i]])));
+            }
+        }
+    }
+}
+
+/// Chunking and storing state, moved to a blocking thread for each step and back.
 #[derive(Default)]
 struct CutState {
+    /// Received bytes after the last chunk boundary.
+    pending: Vec<u8>,
+    /// Emptied batch buffers, reused: a fresh multi-megabyte allocation costs a page
+    /// fault and a page clear per 4 KiB.
+    spare: Vec<Vec<u8>>,
+    /// Cut in the last step, to be hashed in this one.
+    cut: Option<Batch>,
+    /// Hashed in the last step, to be stored in this one.
+    hashed: Option<Batch>,
     pack: Option<OpenPack>,
     /// Chunks this writer stored, including in packs not yet durable: the recipe that
     /// points at them is only written after they are.
@@ -76,19 +147,43 @@ struct CutState {
 }
 
 impl CutState {
-    /// Cuts `data`, records a ref per chunk, returns the uncut tail.
-    fn cut(
+    /// Cuts what is pending plus `frames` into a new batch; the uncut rest stays pending.
+    fn cut(&mut self, chunker: &Chunker, frames: &[Bytes], eof: bool) {
+        let mut buf = self.spare.pop().unwrap_or_default();
+        buf.clear();
+        buf.reserve(self.pending.len() + frames.iter().map(Bytes::len).sum::<usize>());
+        buf.extend_from_slice(&self.pending);
+        for f in frames {
+            buf.extend_from_slice(f);
+        }
+        let lens = chunker.cut(&buf, eof);
+        let used: usize = lens.iter().sum();
+        self.pending.clear();
+        self.pending.extend_from_slice(&buf[used..]);
+        buf.truncate(used);
+        if lens.is_empty() {
+            self.spare.push(buf);
+        } else {
+            self.cut = Some(Batch {
+                data: Arc::new(buf),
+                lens,
+                ids: Vec::new(),
+            });
+        }
+    }
+
+    /// Stores a hashed batch: each chunk is found (in this write, or in the index) or
+    /// appended to the open pack.
+    fn store_batch(
         &mut self,
         ctx: &WriteContext,
-        data: Bytes,
-        eof: bool,
+        batch: Batch,
         rt: &tokio::runtime::Handle,
-    ) -> Result<Bytes> {
+    ) -> Result<()> {
         let mut pos = 0;
-        for len in ctx.chunker.cut(&data, eof) {
-            let chunk = &data[pos..pos + len];
+        for (&len, &id) in batch.lens.iter().zip(&batch.ids) {
+            let chunk = &batch.data[pos..pos + len];
             pos += len;
-            let id = ChunkId::of(chunk);
             self.stats.chunks += 1;
             let found = match self.own.get(&id) {
                 Some(at) => Some(*at),
@@ -103,7 +198,10 @@ impl CutState {
             };
             self.refs.push(ChunkRef { id, at });
         }
-        Ok(data.slice(pos..))
+        if let Ok(buf) = Arc::try_unwrap(batch.data) {
+            self.spare.push(buf);
+        }
+        Ok(())
     }
 
     fn store(&mut self, ctx: &WriteContext, id: ChunkId, chunk: &[u8]) -> Result<Location> {
@@ -153,17 +251,23 @@ impl CutState {
         }
         Ok(())
     }
+
+    fn in_flight(&self) -> bool {
+        self.cut.is_some() || self.hashed.is_some()
+    }
 }
 
-/// A stream being written: hash state, pending tail and the chunks cut so far.
+/// A stream being written: hash state, pipeline, and the chunks stored so far.
 pub(crate) struct Ingest {
     ctx: Arc<WriteContext>,
     hasher: Option<Hasher>,
-    /// Received bytes after the last chunk boundary (already hashed).
-    pending: Bytes,
     received: u64,
     state: Option<CutState>,
     sealing: VecDeque<JoinHandle<Result<()>>>,
+}
+
+fn abandoned() -> Error {
+    Error::Task("write abandoned after an earlier failure".into())
 }
 
 impl Ingest {
@@ -182,9 +286,11 @@ impl Ingest {
         Ingest {
             ctx,
             hasher: Some(hasher),
-            pending,
             received,
-            state: Some(CutState::default()),
+            state: Some(CutState {
+                pending: pending.to_vec(),
+                ..CutState::default()
+            }),
             sealing: VecDeque::new(),
         }
     }
@@ -193,20 +299,14 @@ impl Ingest {
         self.received
     }
 
-    pub(crate) fn pending(&self) -> &Bytes {
-        &self.pending
-    }
-
     fn state(&mut self) -> Result<&mut CutState> {
-        self.state
-            .as_mut()
-            .ok_or_else(|| Error::Task("write abandoned after an earlier failure".into()))
+        self.state.as_mut().ok_or_else(abandoned)
     }
 
-    fn hasher(&self) -> Result<&Hasher> {
-        self.hasher
-            .as_ref()
-            .ok_or_else(|| Error::Task("write abandoned after an earlier failure".into()))
+    /// The received bytes not yet cut into chunks.
+    pub(crate) fn pending(&self) -> Result<Bytes> {
+        let state = self.state.as_ref().ok_or_else(abandoned)?;
+        Ok(Bytes::copy_from_slice(&state.pending))
     }
 
     /// Takes in a whole stream, processing each batch while the next one is read.
@@ -219,75 +319,79 @@ impl Ingest {
         let mut next = read_batch(&mut body).await?;
         while !next.is_empty() {
             let batch = std::mem::take(&mut next);
-            let (done, read) = tokio::join!(self.process(batch, false), read_batch(&mut body));
+            let (done, read) = tokio::join!(self.push(batch), read_batch(&mut body));
             done?;
             next = read?;
         }
         Ok(())
     }
 
-    async fn process(&mut self, frames: Vec<Bytes>, eof: bool) -> Result<()> {
+    async fn push(&mut self, frames: Vec<Bytes>) -> Result<()> {
         let new_len: usize = frames.iter().map(Bytes::len).sum();
         self.received += new_len as u64;
-        let total = self.pending.len() + new_len;
+        let state = self.state.as_mut().ok_or_else(abandoned)?;
         // Until a full chunk's worth is buffered, no boundary can be final (and a small
-        // blob may yet be stored inline): just hash and keep the bytes.
-        if !eof && total < self.ctx.chunker.max() {
-            let hasher = self
-                .hasher
-                .as_mut()
-                .ok_or_else(|| Error::Task("abandoned".into()))?;
-            let mut buf = BytesMut::with_capacity(total);
-            buf.extend_from_slice(&self.pending);
+        // blob may yet be stored inline): hash and keep the bytes.
+        if !state.in_flight() && state.pending.len() + new_len < self.ctx.chunker.max() {
+            let hasher = self.hasher.as_mut().ok_or_else(abandoned)?;
             for f in &frames {
                 hasher.update(f);
-                buf.extend_from_slice(f);
+                state.pending.extend_from_slice(f);
             }
-            self.pending = buf.freeze();
             return Ok(());
         }
-        let pending = std::mem::take(&mut self.pending);
-        let mut hasher = self
-            .hasher
-            .take()
-            .ok_or_else(|| Error::Task("abandoned".into()))?;
-        let mut state = self
-            .state
-            .take()
-            .ok_or_else(|| Error::Task("abandoned".into()))?;
+        self.step(frames, false).await
+    }
+
+    /// One step of the pipeline: hash `frames` into the stream digest and cut them;
+    /// hash the chunks cut last step; store those hashed last step.
+    async fn step(&mut self, frames: Vec<Bytes>, eof: bool) -> Result<()> {
+        let mut hasher = self.hasher.take().ok_or_else(abandoned)?;
+        let mut state = self.state.take().ok_or_else(abandoned)?;
+        let job = state.cut.take().map(|b| (Arc::new(HashJob::new(&b)), b));
+        let job_a = job.as_ref().map(|(j, _)| j.clone());
+        let job_b = job_a.clone();
         let ctx = self.ctx.clone();
         let rt = tokio::runtime::Handle::current();
-        let cut = move |frames: Vec<Bytes>| -> Result<(CutState, Bytes)> {
-            let data = assemble(pending, &frames);
-            let tail = state.cut(&ctx, data, eof, &rt)?;
-            Ok((state, tail))
-        };
-        // Cutting always runs on a blocking thread: a dedup hit may wait there for a
-        // pack footer. Hashing gets its own thread when the batch is worth it.
-        let (hasher, cut_result) = if total <= INLINE_WORK {
-            for f in &frames {
+        let hash_frames = frames.clone();
+        let task_a = tokio::task::spawn_blocking(move || {
+            for f in &hash_frames {
                 hasher.update(f);
             }
-            (
-                hasher,
-                tokio::task::spawn_blocking(move || cut(frames)).await?,
-            )
-        } else {
-            let hash_frames = frames.clone();
-            let hash_task = tokio::task::spawn_blocking(move || {
-                for f in &hash_frames {
-                    hasher.update(f);
-                }
-                hasher
-            });
-            let cut_task = tokio::task::spawn_blocking(move || cut(frames));
-            let (h, c) = tokio::join!(hash_task, cut_task);
-            (h?, c?)
-        };
+            let ids = job_a.map(|j| j.help()).unwrap_or_default();
+            (hasher, ids)
+        });
+        let task_b = tokio::task::spawn_blocking(move || {
+            let stored = match state.hashed.take() {
+                Some(batch) => state.store_batch(&ctx, batch, &rt),
+                None => Ok(()),
+            };
+            if stored.is_ok() && (!frames.is_empty() || eof) {
+                state.cut(&ctx.chunker, &frames, eof);
+            }
+            let ids = job_b.map(|j| j.help()).unwrap_or_default();
+            (state, stored, ids)
+        });
+        let (a, b) = tokio::join!(task_a, task_b);
+        let (hasher, ids_a) = a?;
+        let (mut state, stored, ids_b) = b?;
         self.hasher = Some(hasher);
-        let (state, tail) = cut_result?;
+        if let Some((job, mut batch)) = job {
+            drop(job);
+            let mut ids = vec![ChunkId([0; 32]); batch.lens.len()];
+            let mut filled = 0;
+            for (i, id) in ids_a.into_iter().chain(ids_b) {
+                ids[i] = id;
+                filled += 1;
+            }
+            if filled != ids.len() {
+                return Err(Error::Task("a chunk of the batch was not hashed".into()));
+            }
+            batch.ids = ids;
+            state.hashed = Some(batch);
+        }
         self.state = Some(state);
-        self.pending = tail;
+        stored?;
         self.start_sealing().await
     }
 
@@ -312,12 +416,11 @@ impl Ingest {
 
     /// Makes every chunk cut so far durable. The pending tail stays pending.
     pub(crate) async fn flush(&mut self) -> Result<()> {
-        let open = self.state()?.pack.is_some();
-        if open {
-            let mut state = self
-                .state
-                .take()
-                .ok_or_else(|| Error::Task("abandoned".into()))?;
+        while self.state()?.in_flight() {
+            self.step(Vec::new(), false).await?;
+        }
+        if self.state()?.pack.is_some() {
+            let mut state = self.state.take().ok_or_else(abandoned)?;
             let state = tokio::task::spawn_blocking(move || state.seal().map(|()| state)).await??;
             self.state = Some(state);
         }
@@ -331,21 +434,23 @@ impl Ingest {
     /// Ends the stream: cuts the tail (unless the whole blob is small enough to store
     /// inline) and makes every chunk durable. Returns the digest of all bytes received.
     pub(crate) async fn finish(&mut self, inline_max: usize) -> Result<Digest> {
-        if self.received > inline_max as u64 || !self.state()?.refs.is_empty() {
-            self.process(Vec::new(), true).await?;
+        let state = self.state()?;
+        let chunked = state.in_flight() || !state.refs.is_empty() || state.pack.is_some();
+        if self.received > inline_max as u64 || chunked {
+            self.step(Vec::new(), true).await?;
         }
         self.flush().await?;
-        Ok(self.hasher()?.clone().finish())
+        Ok(self.hasher.clone().ok_or_else(abandoned)?.finish())
     }
 
-    /// Chunk refs cut since the last call, in stream order.
+    /// Chunk refs stored since the last call, in stream order.
     pub(crate) fn take_refs(&mut self) -> Result<Vec<ChunkRef>> {
         Ok(std::mem::take(&mut self.state()?.refs))
     }
 
     /// The hash midstate, to persist with an upload session.
     pub(crate) fn hash_state(&self) -> Result<(Algorithm, Vec<u8>)> {
-        let h = self.hasher()?;
+        let h = self.hasher.as_ref().ok_or_else(abandoned)?;
         Ok((h.algorithm(), h.save()))
     }
 
@@ -385,21 +490,4 @@ where
         }
     }
     Ok(frames)
-}
-
-/// The pending tail followed by new frames, as one contiguous buffer (one copy).
-fn assemble(pending: Bytes, frames: &[Bytes]) -> Bytes {
-    if pending.is_empty() && frames.len() == 1 {
-        return frames[0].clone();
-    }
-    if frames.is_empty() {
-        return pending;
-    }
-    let len = pending.len() + frames.iter().map(Bytes::len).sum::<usize>();
-    let mut buf = BytesMut::with_capacity(len);
-    buf.extend_from_slice(&pending);
-    for f in frames {
-        buf.extend_from_slice(f);
-    }
-    buf.freeze()
 }

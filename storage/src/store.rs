@@ -331,9 +331,7 @@ impl Store {
         }
         let refs = ingest.take_refs()?;
         let size = ingest.received();
-        let info = self
-            .commit(&actual, size, refs, ingest.pending().clone())
-            .await?;
+        let info = self.commit(&actual, size, refs, ingest.pending()?).await?;
         Ok((info, ingest.stats()))
     }
 
@@ -487,7 +485,7 @@ impl Store {
         state.offset = ingest.received();
         state.algorithm = algorithm;
         state.hash_state = hash_state;
-        state.tail = ingest.pending().clone();
+        state.tail = ingest.pending()?;
         state.updated = Utc::now();
         let key = layout::upload_state(id);
         if !self
@@ -534,7 +532,7 @@ impl Store {
         let mut refs = self.session_refs(id, &state).await?;
         refs.extend(ingest.take_refs()?);
         let size = ingest.received();
-        let tail = ingest.pending().clone();
+        let tail = ingest.pending()?;
         let actual = if streamed.algorithm() == expected.algorithm() {
             streamed
         } else {
