@@ -498,7 +498,7 @@ impl PackWriter {
 }
 
 /// Size of each O_DIRECT write.
-const DIRECT_BLOCK: usize = 4 << 20;
+const DIRECT_BLOCK: usize = 2 << 20;
 /// O_DIRECT needs buffers, offsets and lengths aligned to the device's logical block.
 const ALIGN: usize = 4096;
 /// Threads writing one pack's blocks.

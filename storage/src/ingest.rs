@@ -263,7 +263,7 @@ pub(crate) struct Ingest {
     hasher: Option<Hasher>,
     received: u64,
     state: Option<CutState>,
-    sealing: VecDeque<JoinHandle<Result<()>>>,
+    sealing: VecDeque<JoinHandle<Result<Arc<Footer>>>>,
 }
 
 fn abandoned() -> Error {
@@ -402,14 +402,27 @@ impl Ingest {
             let index = self.ctx.index.clone();
             self.sealing.push_back(tokio::spawn(async move {
                 p.writer.finish().await?;
-                index.insert(p.id, p.footer);
-                Ok(())
+                index.insert(p.id, p.footer.clone());
+                Ok(p.footer)
             }));
         }
-        while self.sealing.len() > MAX_SEALING {
+        while self.sealing.len() > MAX_SEALING
+            || self.sealing.front().is_some_and(|h| h.is_finished())
+        {
             if let Some(h) = self.sealing.pop_front() {
-                h.await??;
+                let footer = h.await??;
+                self.forget_indexed(&footer)?;
             }
+        }
+        Ok(())
+    }
+
+    /// Once a pack is durable and in the index, the index finds its chunks: this
+    /// write's own map no longer needs them, which keeps memory flat for huge blobs.
+    fn forget_indexed(&mut self, footer: &Footer) -> Result<()> {
+        let own = &mut self.state()?.own;
+        for e in footer.entries() {
+            own.remove(&e.id);
         }
         Ok(())
     }
@@ -426,7 +439,8 @@ impl Ingest {
         }
         self.start_sealing().await?;
         while let Some(h) = self.sealing.pop_front() {
-            h.await??;
+            let footer = h.await??;
+            self.forget_indexed(&footer)?;
         }
         Ok(())
     }
