@@ -42,14 +42,14 @@ fn bench(c: &mut Criterion) {
             .count()
         })
     });
-    g.bench_function("cut_stowage_lanes", |b| b.iter(|| params.cut(&data).len()));
+    g.bench_function("cut_stowage", |b| b.iter(|| params.cut(&data).len()));
     for (min, n) in [(16u32, 1u8), (16, 2)] {
         let p = ChunkingParams {
             min: min << 10,
             normalization: n,
             ..params
         };
-        g.bench_function(format!("cut_stowage_lanes_min{min}k_n{n}"), |b| {
+        g.bench_function(format!("cut_stowage_min{min}k_n{n}"), |b| {
             b.iter(|| p.cut(&data).len())
         });
     }

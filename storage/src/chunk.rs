@@ -42,37 +42,12 @@ impl fmt::Debug for ChunkId {
 }
 
 /// FastCDC (2020) with a store's parameters, applied to a sliding window.
-///
-/// The cut points are exactly those of `fastcdc::v2020` (tests compare them), computed
-/// faster: the gear hash at a position depends only on the 64 bytes before it (older
-/// bytes are shifted out), so a window can be scanned as several independent lanes,
-/// each warmed up on the 64 bytes before its start. The reference loop is bound by the
-/// latency of one hash chain; four chains in lockstep keep the CPU's units busy.
 #[derive(Debug, Clone)]
 pub(crate) struct Chunker {
     min: usize,
     avg: usize,
     max: usize,
-    mask_s: u64,
-    mask_l: u64,
-    gear: &'static [u64; 256],
-}
-
-/// Hash chains scanned in lockstep.
-const LANES: usize = 4;
-/// Positions each lane scans per block.
-const LANE_LEN: usize = 512;
-/// Bytes that determine a gear hash: older ones are shifted out of the 64-bit state.
-const WINDOW: usize = 64;
-
-fn gear_table() -> &'static [u64; 256] {
-    static TABLE: std::sync::OnceLock<[u64; 256]> = std::sync::OnceLock::new();
-    TABLE.get_or_init(|| {
-        let (gear, _) = fastcdc::v2020::get_gear_with_seed(0);
-        let mut t = [0u64; 256];
-        t.copy_from_slice(&gear);
-        t
-    })
+    level: fastcdc::v2020::Normalization,
 }
 
 impl Chunker {
@@ -83,14 +58,11 @@ impl Chunker {
             2 => fastcdc::v2020::Normalization::Level2,
             _ => fastcdc::v2020::Normalization::Level3,
         };
-        let (mask_s, mask_l) = fastcdc::v2020::select_masks(params.avg as usize, level);
         Chunker {
             min: params.min as usize,
             avg: params.avg as usize,
             max: params.max as usize,
-            mask_s,
-            mask_l,
-            gear: gear_table(),
+            level,
         }
     }
 
@@ -104,124 +76,25 @@ impl Chunker {
     /// looking at the byte after it, so a chunk that runs into the end of `data` might
     /// still grow; those bytes stay pending. With `eof`, everything is cut.
     pub(crate) fn cut(&self, data: &[u8], eof: bool) -> Vec<usize> {
+        let cdc = fastcdc::v2020::FastCDC::with_level(
+            data,
+            self.min,
+            self.avg,
+            self.max,
+            self.level.clone(),
+        );
         let mut lengths = Vec::with_capacity(data.len() / self.avg + 1);
         let mut start = 0;
         while start < data.len() {
-            let window = &data[start..];
-            let len = self.cut_point(window);
-            if len == 0 || (len == window.len() && !eof) {
+            let (_, end) = cdc.cut(start, data.len() - start);
+            let len = end - start;
+            if len == 0 || (end == data.len() && !eof) {
                 break;
             }
             lengths.push(len);
-            start += len;
+            start = end;
         }
         lengths
-    }
-
-    /// Length of the first chunk of `src`: the `cut_gear` of fastcdc v2020. Positions
-    /// before `center` are tested with the strict mask, later ones with the loose one;
-    /// the first position whose hash has no mask bit set ends the chunk (exclusive).
-    fn cut_point(&self, src: &[u8]) -> usize {
-        let len = src.len();
-        if len <= self.min {
-            return len;
-        }
-        let (remaining, center) = if len > self.max {
-            (self.max, self.avg)
-        } else if len < self.avg {
-            (len, len)
-        } else {
-            (len, self.avg)
-        };
-        // The reference tests positions in pairs: an odd last position is never tested.
-        let strict_end = center & !1;
-        let end = remaining & !1;
-        let block_len = LANES * LANE_LEN;
-        let mut block = self.min;
-        while block + block_len <= end {
-            // A block uses one mask throughout; the one that straddles the switch from
-            // the strict to the loose mask goes position by position.
-            let found = if block + block_len <= strict_end {
-                self.scan_block(src, block, self.mask_s)
-            } else if block >= strict_end {
-                self.scan_block(src, block, self.mask_l)
-            } else {
-                self.scan(src, block, block + block_len, strict_end)
-            };
-            if found.is_some() {
-                return found.unwrap_or(remaining);
-            }
-            block += block_len;
-        }
-        self.scan(src, block, end, strict_end).unwrap_or(remaining)
-    }
-
-    /// Gear hash state just before `at`, given that hashing starts at `min`.
-    fn warm(&self, src: &[u8], at: usize) -> u64 {
-        let from = at.saturating_sub(WINDOW).max(self.min);
-        src[from..at]
-            .iter()
-            .fold(0u64, |h, &b| (h << 1).wrapping_add(self.gear[b as usize]))
-    }
-
-    /// One block of `LANES * LANE_LEN` positions starting at `block`, all tested with
-    /// `mask`, as four hash chains in lockstep.
-    fn scan_block(&self, src: &[u8], block: usize, mask: u64) -> Option<usize> {
-        let lane = |k: usize| -> Option<&[u8; LANE_LEN]> {
-            src.get(block + k * LANE_LEN..block + (k + 1) * LANE_LEN)?
-                .try_into()
-                .ok()
-        };
-        let (Some(l0), Some(l1), Some(l2), Some(l3)) = (lane(0), lane(1), lane(2), lane(3)) else {
-            return self.scan(src, block, block + LANES * LANE_LEN, usize::MAX);
-        };
-        let mut h0 = self.warm(src, block);
-        let mut h1 = self.warm(src, block + LANE_LEN);
-        let mut h2 = self.warm(src, block + 2 * LANE_LEN);
-        let mut h3 = self.warm(src, block + 3 * LANE_LEN);
-        let g = self.gear;
-        let mut found = [usize::MAX; LANES];
-        for j in 0..LANE_LEN {
-            h0 = (h0 << 1).wrapping_add(g[l0[j] as usize]);
-            h1 = (h1 << 1).wrapping_add(g[l1[j] as usize]);
-            h2 = (h2 << 1).wrapping_add(g[l2[j] as usize]);
-            h3 = (h3 << 1).wrapping_add(g[l3[j] as usize]);
-            let hits = [
-                h0 & mask == 0,
-                h1 & mask == 0,
-                h2 & mask == 0,
-                h3 & mask == 0,
-            ];
-            if hits.iter().any(|&x| x) {
-                for k in 0..LANES {
-                    if hits[k] && found[k] == usize::MAX {
-                        found[k] = block + k * LANE_LEN + j;
-                    }
-                }
-                // Lane 0 holds the earliest positions: nothing later can beat its hit.
-                if hits[0] {
-                    break;
-                }
-            }
-        }
-        found.into_iter().find(|&p| p != usize::MAX)
-    }
-
-    /// Positions `from..end` one at a time: the tail that does not fill a block.
-    fn scan(&self, src: &[u8], from: usize, end: usize, strict_end: usize) -> Option<usize> {
-        let mut h = self.warm(src, from);
-        for (p, &b) in src.iter().enumerate().take(end).skip(from) {
-            h = (h << 1).wrapping_add(self.gear[b as usize]);
-            let mask = if p < strict_end {
-                self.mask_s
-            } else {
-                self.mask_l
-            };
-            if h & mask == 0 {
-                return Some(p);
-            }
-        }
-        None
     }
 }
 
@@ -321,75 +194,6 @@ mod tests {
         .map(|c| c.length)
         .collect();
         assert_eq!(Chunker::new(&p).cut(&data, true), reference);
-    }
-
-    /// The lane scanner must cut exactly where the reference does, for every window
-    /// length (below min, below avg, above max, odd) and for data with no boundaries.
-    #[test]
-    fn cut_points_equal_the_reference_for_every_shape_of_window() {
-        let configs = [
-            ChunkingParams::default(),
-            ChunkingParams {
-                min: 64,
-                avg: 256,
-                max: 1024,
-                normalization: 0,
-            },
-            ChunkingParams {
-                min: 2048,
-                avg: 8192,
-                max: 65536,
-                normalization: 3,
-            },
-            ChunkingParams {
-                min: 16384,
-                avg: 32768,
-                max: 131072,
-                normalization: 2,
-            },
-        ];
-        let sources = [
-            pseudo_random(1 << 20, 5),
-            vec![0u8; 300_000],
-            pseudo_random(4096, 9).repeat(80),
-        ];
-        for p in &configs {
-            let c = Chunker::new(p);
-            let (ms, ml) = (c.mask_s, c.mask_l);
-            for src in &sources {
-                let mut lens: Vec<usize> = (0..200).map(|i| (i * 7919) % src.len()).collect();
-                lens.extend([
-                    0,
-                    1,
-                    63,
-                    64,
-                    65,
-                    p.min as usize,
-                    p.min as usize + 1,
-                    p.avg as usize - 1,
-                    p.avg as usize,
-                    p.avg as usize + 1,
-                    p.max as usize - 1,
-                    p.max as usize,
-                    p.max as usize + 1,
-                    src.len(),
-                ]);
-                for len in lens {
-                    let window = &src[..len.min(src.len())];
-                    let (_, want) = fastcdc::v2020::cut(
-                        window,
-                        p.min as usize,
-                        p.avg as usize,
-                        p.max as usize,
-                        ms,
-                        ml,
-                        ms << 1,
-                        ml << 1,
-                    );
-                    assert_eq!(c.cut_point(window), want, "{p:?} window {}", window.len());
-                }
-            }
-        }
     }
 
     /// Chunk boundaries are part of a store's identity: if an upgrade of the fastcdc
