@@ -1,5 +1,5 @@
 //! The dedup index: which pack holds a chunk with a given id. It lives in memory (about
-//! 20 bytes a chunk), is rebuilt from pack footers when a store opens, and learns every
+//! 28 bytes a chunk), is rebuilt from pack footers when a store opens, and learns every
 //! pack this process writes the moment the pack is durable. Packs written by other
 //! processes are picked up by [`ChunkIndex::refresh`]. It is a hint for deduplication
 //! only: a miss stores a chunk again, which costs space, never correctness; a hit is
