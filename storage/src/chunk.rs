@@ -76,13 +76,8 @@ impl Chunker {
     /// looking at the byte after it, so a chunk that runs into the end of `data` might
     /// still grow; those bytes stay pending. With `eof`, everything is cut.
     pub(crate) fn cut(&self, data: &[u8], eof: bool) -> Vec<usize> {
-        let cdc = fastcdc::v2020::FastCDC::with_level(
-            data,
-            self.min,
-            self.avg,
-            self.max,
-            self.level.clone(),
-        );
+        let cdc =
+            fastcdc::v2020::FastCDC::with_level(data, self.min, self.avg, self.max, self.level);
         let mut lengths = Vec::with_capacity(data.len() / self.avg + 1);
         let mut start = 0;
         while start < data.len() {
