@@ -331,8 +331,16 @@ impl Store {
         }
         let refs = ingest.take_refs()?;
         let size = ingest.received();
-        let info = self.commit(&actual, size, refs, ingest.pending()?).await?;
-        Ok((info, ingest.stats()))
+        let inline = refs.is_empty();
+        let (info, created) = self.commit(&actual, size, refs, ingest.pending()?).await?;
+        let mut stats = ingest.stats();
+        // A small blob's bytes live in its recipe: new if the recipe is.
+        if inline && created {
+            stats.stored_bytes += size;
+        } else if inline {
+            stats.deduplicated_bytes += size;
+        }
+        Ok((info, stats))
     }
 
     /// Writes a blob held in memory.
@@ -351,7 +359,7 @@ impl Store {
         size: u64,
         refs: Vec<ChunkRef>,
         tail: Bytes,
-    ) -> Result<BlobInfo> {
+    ) -> Result<(BlobInfo, bool)> {
         let body = if refs.is_empty() && size as usize <= self.inner.inline_max {
             Body::Inline(tail)
         } else {
@@ -367,11 +375,12 @@ impl Store {
         };
         let key = layout::recipe(digest);
         // Already committed by someone else: same digest, same content.
-        self.inner.backend.create(&key, recipe.encode()).await?;
-        Ok(BlobInfo {
+        let created = self.inner.backend.create(&key, recipe.encode()).await?;
+        let info = BlobInfo {
             digest: digest.clone(),
             size,
-        })
+        };
+        Ok((info, created))
     }
 
     // ----- upload sessions -----
@@ -546,7 +555,7 @@ impl Store {
                 actual,
             });
         }
-        let info = self.commit(expected, size, refs, tail).await?;
+        let (info, _) = self.commit(expected, size, refs, tail).await?;
         self.repository(repo).link_committed(expected).await?;
         self.remove_session(id).await?;
         Ok(info)

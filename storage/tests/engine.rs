@@ -153,6 +153,13 @@ async fn a_blob_whose_chunks_are_stored_uploads_no_chunk_again(kind: Kind) {
         .await
         .unwrap();
     assert_eq!((again.stored_bytes, again.packs), (0, 0));
+    // Small blobs live in their recipe: new the first time, deduplicated after.
+    let small = Digest::sha256(b"a small config");
+    let body = || stream_of(b"a small config".to_vec(), vec![4]);
+    let (_, first) = t.store.put_blob_with_stats(&small, body()).await.unwrap();
+    let (_, second) = t.store.put_blob_with_stats(&small, body()).await.unwrap();
+    assert_eq!((first.stored_bytes, second.stored_bytes), (14, 0));
+    assert_eq!(second.deduplicated_bytes, 14);
     if kind != Kind::Memory {
         let other = t.reopen().await;
         let r = repo("dedup/other");

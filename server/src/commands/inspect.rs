@@ -24,10 +24,11 @@ pub async fn stats(options: StoreOptions, json: bool) -> anyhow::Result<()> {
         output::bytes(s.logical_bytes)
     );
     println!(
-        "physical        {}  ({} in {} packs, {} inline)",
+        "physical        {}  ({} in {} pack{}, {} inline)",
         output::bytes(s.physical_bytes),
         output::bytes(s.pack_bytes),
         s.packs,
+        if s.packs == 1 { "" } else { "s" },
         output::bytes(s.inline_bytes)
     );
     println!("dedup ratio     {ratio:.2}x");
