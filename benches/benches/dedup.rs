@@ -77,11 +77,7 @@ fn main() {
         layers.push(Bytes::from(layer.to_tar()));
         layer = layer.next_version(0.01, &mut rng);
     }
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = stowage_benches::runtime();
     if !explicit.is_empty() {
         for p in explicit {
             run(&rt, &layers, p);

@@ -6,29 +6,18 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use futures::TryStreamExt;
-use stowage_benches::{frames, random_data};
+use stowage_benches::{frames, random_data, runtime, store_url, timed_write};
 use stowage_storage::{Algorithm, Store, StoreOptions};
 
 const LEN: usize = 256 << 20;
 
-fn store_url(backend: &str, dir: &tempfile::TempDir) -> String {
-    match backend {
-        "memory" => "memory://".into(),
-        _ => format!("file://{}", dir.path().display()),
-    }
-}
-
 fn bench(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = runtime();
     let mut g = c.benchmark_group("engine");
     g.throughput(Throughput::Bytes(LEN as u64));
     g.sample_size(10);
@@ -40,22 +29,13 @@ fn bench(c: &mut Criterion) {
                 for i in 0..iters {
                     let data = Bytes::from(random_data(LEN, i + 1000));
                     let dir = tempfile::tempdir().unwrap();
-                    let url = store_url(backend, &dir);
-                    total += rt.block_on(async {
-                        let store = Store::open(StoreOptions::new(url)).await.unwrap();
-                        let start = Instant::now();
-                        store
-                            .put_blob_content(Algorithm::Sha256, frames(&data, 1 << 20))
-                            .await
-                            .unwrap();
-                        start.elapsed()
-                    });
+                    total += timed_write(&rt, &store_url(backend == "memory", &dir), &data);
                 }
                 total
             })
         });
         let dir = tempfile::tempdir().unwrap();
-        let url = store_url(backend, &dir);
+        let url = store_url(backend == "memory", &dir);
         let data = Bytes::from(random_data(LEN, 7));
         let (store, digest) = rt.block_on(async {
             let store = Store::open(StoreOptions::new(url)).await.unwrap();

@@ -20,11 +20,7 @@ fn main() {
         .unwrap_or(4);
     let total = gib << 30;
     let frame = 1usize << 20;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = stowage_benches::runtime();
     let dir = tempfile::tempdir().unwrap();
     let before = peak_rss();
     let (elapsed, size) = rt.block_on(async {

@@ -8,8 +8,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use sha2::Digest as _;
-use stowage_benches::{frames, random_data};
-use stowage_storage::{Algorithm, Store, StoreOptions};
+use stowage_benches::{random_data, runtime, store_url, timed_write};
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
@@ -22,11 +21,7 @@ fn main() {
     let mib = nums.first().copied().unwrap_or(1024);
     let reps = nums.get(1).copied().unwrap_or(3);
     let memory = args.iter().any(|a| a == "--memory");
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = runtime();
     let (mut engine, mut sha) = (Vec::new(), Vec::new());
     for rep in 0..reps {
         let data = Bytes::from(random_data(mib << 20, 99 + rep as u64));
@@ -34,20 +29,7 @@ fn main() {
         std::hint::black_box(sha2::Sha256::digest(&data));
         sha.push(mib as f64 / start.elapsed().as_secs_f64());
         let dir = tempfile::tempdir().unwrap();
-        let url = if memory {
-            "memory://".to_string()
-        } else {
-            format!("file://{}", dir.path().display())
-        };
-        let secs = rt.block_on(async {
-            let store = Store::open(StoreOptions::new(url)).await.unwrap();
-            let start = Instant::now();
-            store
-                .put_blob_content(Algorithm::Sha256, frames(&data, 1 << 20))
-                .await
-                .unwrap();
-            start.elapsed().as_secs_f64()
-        });
+        let secs = timed_write(&rt, &store_url(memory, &dir), &data).as_secs_f64();
         engine.push(mib as f64 / secs);
     }
     let (e, s) = (median(engine.clone()), median(sha.clone()));

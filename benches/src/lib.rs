@@ -28,6 +28,40 @@ pub fn frames(
     }))
 }
 
+/// The runtime the benchmarks drive the engine with: two workers, as on the build
+/// machine's two cores.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// A store URL: `memory://`, or a local store in `dir`.
+pub fn store_url(memory: bool, dir: &tempfile::TempDir) -> String {
+    if memory {
+        "memory://".into()
+    } else {
+        format!("file://{}", dir.path().display())
+    }
+}
+
+/// Opens a new store at `url` and times one write of `data` (in 1 MiB frames) into it.
+pub fn timed_write(rt: &tokio::runtime::Runtime, url: &str, data: &Bytes) -> std::time::Duration {
+    rt.block_on(async {
+        let store = stowage_storage::Store::open(stowage_storage::StoreOptions::new(url))
+            .await
+            .unwrap();
+        let start = std::time::Instant::now();
+        store
+            .put_blob_content(stowage_storage::Algorithm::Sha256, frames(data, 1 << 20))
+            .await
+            .unwrap();
+        start.elapsed()
+    })
+}
+
 /// One file of a synthetic layer.
 #[derive(Debug, Clone)]
 pub struct FileSpec {
