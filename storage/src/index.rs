@@ -220,8 +220,9 @@ impl ChunkIndex {
 /// Reads and checks a pack's footer: one suffix read in the common case.
 pub(crate) async fn read_footer(backend: &Backend, id: &PackId) -> Result<Footer> {
     let key = layout::pack(id);
-    // Enough for a footer of ~400 chunks in one request.
-    let (tail, size) = backend.get_suffix(&key, 16 * 1024).await?;
+    // Enough for the footer of a full local pack (32 MiB of ~39 KiB chunks: ~850 entries
+    // of 40 bytes) in one request; larger footers take a second.
+    let (tail, size) = backend.get_suffix(&key, 48 * 1024).await?;
     if tail.len() < TRAILER_LEN {
         return Err(Error::corrupt(
             key.as_ref(),

@@ -481,6 +481,7 @@ impl Store {
         }
         ingest.flush().await?;
         let refs = ingest.take_refs()?;
+        let mut segment = None;
         if !refs.is_empty() {
             let nonce = upload::segment_nonce();
             let key = layout::upload_segment(id, state.segments.len() as u32, &nonce);
@@ -489,6 +490,7 @@ impl Store {
                 .put(&key, upload::encode_segment(&refs))
                 .await?;
             state.segments.push(nonce);
+            segment = Some(key);
         }
         let (algorithm, hash_state) = ingest.hash_state()?;
         state.offset = ingest.received();
@@ -503,6 +505,10 @@ impl Store {
             .compare_and_swap(&key, Some(&version), state.encode()?)
             .await?
         {
+            // Another append won. Its segment has another name; ours is unreachable.
+            if let Some(segment) = segment {
+                let _ = self.inner.backend.delete(&segment).await;
+            }
             return Err(Error::Conflict {
                 what: format!("upload {id}"),
             });

@@ -253,6 +253,34 @@ async fn uploads_resume_across_store_handles(kind: Kind) {
     ));
 }
 
+async fn concurrent_appends_to_one_session_cannot_both_win(kind: Kind) {
+    let t = open_small(kind).await;
+    let r = repo("race/session");
+    let s = t.store.start_upload(&r).await.unwrap();
+    let other = if kind == Kind::Memory {
+        t.store.clone()
+    } else {
+        t.reopen().await
+    };
+    let data = [random_bytes(300_000, 1), random_bytes(300_000, 2)];
+    let (a, b) = tokio::join!(
+        t.store
+            .append_upload(&s.id, &r, 0, stream_of(data[0].clone(), vec![10_000])),
+        other.append_upload(&s.id, &r, 0, stream_of(data[1].clone(), vec![10_000])),
+    );
+    let winner = match (&a, &b) {
+        (Ok(_), Err(Error::Conflict { .. } | Error::OffsetMismatch { .. })) => 0,
+        (Err(Error::Conflict { .. } | Error::OffsetMismatch { .. }), Ok(_)) => 1,
+        other => panic!("exactly one append must win: {other:?}"),
+    };
+    let digest = Digest::sha256(&data[winner]);
+    t.store
+        .finish_upload(&s.id, &r, Some(300_000), stream_of(vec![], vec![]), &digest)
+        .await
+        .unwrap();
+    assert_eq!(read_all(&t.store, &digest).await, data[winner]);
+}
+
 async fn out_of_order_appends_are_rejected_with_the_current_offset(kind: Kind) {
     let t = open(kind).await;
     let r = repo("a/b");
@@ -626,6 +654,7 @@ engine_suite!(
     a_blob_whose_chunks_are_stored_uploads_no_chunk_again,
     uploads_resume_across_store_handles,
     out_of_order_appends_are_rejected_with_the_current_offset,
+    concurrent_appends_to_one_session_cannot_both_win,
     sessions_are_listed_with_age_and_cancelled,
     a_failed_finish_leaves_the_session_usable,
     manifests_keep_their_media_type_and_links_gate_access,
