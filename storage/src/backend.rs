@@ -168,6 +168,7 @@ impl Backend {
         for dir in [&locks, &staging, &root.join("packs")] {
             std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         }
+        remove_stale_staging(&staging, STALE_STAGING)?;
         let fs = LocalFileSystem::new_with_prefix(&root)
             .map_err(|e| Error::InvalidConfig(format!("{}: {e}", root.display())))?
             .with_fsync(true);
@@ -447,6 +448,31 @@ impl Backend {
             }),
         }
     }
+}
+
+/// A staging file this old belongs to a pack write that died with its process (a live
+/// one finishes a pack in seconds); another process may be writing younger ones.
+const STALE_STAGING: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// Removes staging files left by writes that were killed before they finished.
+fn remove_stale_staging(dir: &FsPath, older_than: std::time::Duration) -> Result<usize> {
+    let mut removed = 0;
+    let entries = std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))?;
+    for entry in entries.flatten() {
+        let stale = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age >= older_than);
+        if stale && std::fs::remove_file(entry.path()).is_ok() {
+            removed += 1;
+        }
+    }
+    if removed > 0 {
+        tracing::info!(dir = %dir.display(), removed, "removed staging files of interrupted pack writes");
+    }
+    Ok(removed)
 }
 
 /// Holds an advisory lock until dropped (closing the file releases it).
@@ -750,5 +776,49 @@ impl Drop for DirectWriter {
             self.recycle_buffers();
             let _ = std::fs::remove_file(&self.staging);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stale_staging_files_are_removed_and_fresh_ones_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a"), b"x").unwrap();
+        assert_eq!(remove_stale_staging(dir.path(), STALE_STAGING).unwrap(), 0);
+        assert!(
+            dir.path().join("a").exists(),
+            "a write in progress keeps its file"
+        );
+        let removed = remove_stale_staging(dir.path(), std::time::Duration::ZERO).unwrap();
+        assert_eq!(removed, 1);
+        assert!(!dir.path().join("a").exists());
+    }
+
+    #[test]
+    fn a_pack_writer_dropped_unfinished_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let backend = Backend::open(&BackendConfig {
+            url: dir.path().display().to_string(),
+            ..Default::default()
+        })
+        .unwrap();
+        let key = Path::from("packs/0123456789abcdef0123456789abcdef");
+        let mut w = backend.pack_writer(key.clone()).unwrap();
+        w.write(&vec![7u8; 5 << 20]).unwrap();
+        drop(w);
+        assert_eq!(
+            std::fs::read_dir(dir.path().join(".staging"))
+                .unwrap()
+                .count(),
+            0
+        );
+        assert!(
+            !dir.path()
+                .join("packs/0123456789abcdef0123456789abcdef")
+                .exists()
+        );
     }
 }
