@@ -1,0 +1,9 @@
+//! Stowage's front end: the OCI Distribution API over the storage engine. The binary
+//! (`src/main.rs`) wires configuration and the operator commands around it.
+
+pub mod api;
+pub mod error;
+pub mod route;
+
+pub use api::{AppState, router};
+pub use error::{ApiError, ErrorCode};

@@ -1,0 +1,277 @@
+//! The blob half of the distribution API, driven through the router: pull (with
+//! ranges), monolithic and chunked push, streamed PATCH, status, cancel, mount, and the
+//! error paths with their spec codes.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode, header};
+use http_body_util::BodyExt;
+use stowage_server::{AppState, router};
+use stowage_storage::{Digest, Store, StoreOptions};
+use tower::ServiceExt;
+
+async fn app() -> axum::Router {
+    let store = Store::open(StoreOptions::new("memory://")).await.unwrap();
+    router(AppState { store })
+}
+
+async fn send(
+    app: &axum::Router,
+    req: Request<Body>,
+) -> (StatusCode, axum::http::HeaderMap, Vec<u8>) {
+    let resp = app.clone().oneshot(req).await.unwrap();
+    let status = resp.status();
+    let headers = resp.headers().clone();
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .unwrap()
+        .to_bytes()
+        .to_vec();
+    (status, headers, body)
+}
+
+fn req(method: &str, uri: &str, body: impl Into<Body>) -> Request<Body> {
+    Request::builder()
+        .method(method)
+        .uri(uri)
+        .body(body.into())
+        .unwrap()
+}
+
+fn error_code(body: &[u8]) -> String {
+    let v: serde_json::Value = serde_json::from_slice(body).unwrap();
+    v["errors"][0]["code"].as_str().unwrap().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn base_endpoint_answers_with_the_api_version() {
+    let app = app().await;
+    let (status, headers, _) = send(&app, req("GET", "/v2/", Body::empty())).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(headers["docker-distribution-api-version"], "registry/2.0");
+    let (status, _, _) = send(&app, req("GET", "/healthz", Body::empty())).await;
+    assert_eq!(status, StatusCode::OK);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn monolithic_push_then_pull_whole_and_by_range() {
+    let app = app().await;
+    let data: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    let d = Digest::sha256(&data);
+    let (status, headers, _) = send(
+        &app,
+        req(
+            "POST",
+            &format!("/v2/a/b/blobs/uploads/?digest={d}"),
+            data.clone(),
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED);
+    assert_eq!(headers[header::LOCATION], format!("/v2/a/b/blobs/{d}"));
+    assert_eq!(headers["docker-content-digest"], d.to_string());
+
+    let (status, headers, body) = send(
+        &app,
+        req("GET", &format!("/v2/a/b/blobs/{d}"), Body::empty()),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body, data);
+    assert_eq!(headers[header::CONTENT_LENGTH], data.len().to_string());
+
+    let (status, headers, body) = send(
+        &app,
+        req("HEAD", &format!("/v2/a/b/blobs/{d}"), Body::empty()),
+    )
+    .await;
+    assert_eq!((status, body.len()), (StatusCode::OK, 0));
+    assert_eq!(headers[header::CONTENT_LENGTH], data.len().to_string());
+
+    let r = Request::builder()
+        .uri(format!("/v2/a/b/blobs/{d}"))
+        .header(header::RANGE, "bytes=100-199")
+        .body(Body::empty())
+        .unwrap();
+    let (status, headers, body) = send(&app, r).await;
+    assert_eq!(status, StatusCode::PARTIAL_CONTENT);
+    assert_eq!(body, &data[100..200]);
+    assert_eq!(
+        headers[header::CONTENT_RANGE],
+        format!("bytes 100-199/{}", data.len())
+    );
+
+    let r = Request::builder()
+        .uri(format!("/v2/a/b/blobs/{d}"))
+        .header(header::RANGE, "bytes=400000-")
+        .body(Body::empty())
+        .unwrap();
+    let (status, headers, body) = send(&app, r).await;
+    assert_eq!(status, StatusCode::RANGE_NOT_SATISFIABLE);
+    assert_eq!(
+        headers[header::CONTENT_RANGE],
+        format!("bytes */{}", data.len())
+    );
+    assert_eq!(error_code(&body), "RANGE_INVALID");
+
+    // Not linked in another repository.
+    let (status, _, body) = send(
+        &app,
+        req("GET", &format!("/v2/other/blobs/{d}"), Body::empty()),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(error_code(&body), "BLOB_UNKNOWN");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chunked_push_with_content_range_status_and_out_of_order_chunks() {
+    let app = app().await;
+    let data: Vec<u8> = (0..250_000u32).map(|i| (i * 7 % 253) as u8).collect();
+    let d = Digest::sha256(&data);
+    let (status, headers, _) = send(&app, req("POST", "/v2/x/blobs/uploads/", Body::empty())).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let location = headers[header::LOCATION].to_str().unwrap().to_string();
+    assert_eq!(headers[header::RANGE], "0-0");
+
+    let patch = |start: usize, end: usize| {
+        Request::builder()
+            .method("PATCH")
+            .uri(&location)
+            .header(header::CONTENT_RANGE, format!("{start}-{}", end - 1))
+            .header(header::CONTENT_LENGTH, (end - start).to_string())
+            .body(Body::from(data[start..end].to_vec()))
+            .unwrap()
+    };
+    let (status, headers, _) = send(&app, patch(0, 100_000)).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    assert_eq!(headers[header::RANGE], "0-99999");
+
+    // Out of order: 416 with the current range.
+    let (status, headers, body) = send(&app, patch(150_000, 200_000)).await;
+    assert_eq!(status, StatusCode::RANGE_NOT_SATISFIABLE);
+    assert_eq!(headers[header::RANGE], "0-99999");
+    assert_eq!(error_code(&body), "BLOB_UPLOAD_INVALID");
+
+    // Status.
+    let (status, headers, _) = send(&app, req("GET", &location, Body::empty())).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    assert_eq!(headers[header::RANGE], "0-99999");
+
+    // A streamed PATCH without Content-Range continues at the end.
+    let (status, headers, _) = send(
+        &app,
+        req("PATCH", &location, data[100_000..200_000].to_vec()),
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    assert_eq!(headers[header::RANGE], "0-199999");
+
+    // The last chunk goes with the PUT.
+    let put = Request::builder()
+        .method("PUT")
+        .uri(format!("{location}?digest={d}"))
+        .body(Body::from(data[200_000..].to_vec()))
+        .unwrap();
+    let (status, headers, _) = send(&app, put).await;
+    assert_eq!(status, StatusCode::CREATED);
+    assert_eq!(headers["docker-content-digest"], d.to_string());
+    let (_, _, body) = send(&app, req("GET", &format!("/v2/x/blobs/{d}"), Body::empty())).await;
+    assert_eq!(body, data);
+    // The session is gone.
+    let (status, _, body) = send(&app, req("GET", &location, Body::empty())).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(error_code(&body), "BLOB_UPLOAD_UNKNOWN");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_digests_cancel_and_mount() {
+    let app = app().await;
+    let (_, headers, _) = send(&app, req("POST", "/v2/x/blobs/uploads/", Body::empty())).await;
+    let location = headers[header::LOCATION].to_str().unwrap().to_string();
+    let wrong = Digest::sha256(b"not this");
+    let (status, _, body) = send(
+        &app,
+        req(
+            "PUT",
+            &format!("{location}?digest={wrong}"),
+            b"content".to_vec(),
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(error_code(&body), "DIGEST_INVALID");
+    let (status, _, body) = send(
+        &app,
+        req(
+            "PUT",
+            &format!("{location}?digest=sha256:nothex"),
+            Body::empty(),
+        ),
+    )
+    .await;
+    assert_eq!(
+        (status, error_code(&body)),
+        (StatusCode::BAD_REQUEST, "DIGEST_INVALID".to_string())
+    );
+    let (status, _, _) = send(&app, req("PUT", &location, Body::empty())).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+
+    let (status, _, _) = send(&app, req("DELETE", &location, Body::empty())).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (status, _, _) = send(&app, req("PATCH", &location, b"more".to_vec())).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    let (status, _, body) = send(
+        &app,
+        req("POST", "/v2/Bad_Name/blobs/uploads/", Body::empty()),
+    )
+    .await;
+    assert_eq!(
+        (status, error_code(&body)),
+        (StatusCode::BAD_REQUEST, "NAME_INVALID".to_string())
+    );
+
+    // Mount from a repository that has the blob; from one that does not, a session.
+    let d = Digest::sha256(b"layer");
+    send(
+        &app,
+        req(
+            "POST",
+            &format!("/v2/src/blobs/uploads/?digest={d}"),
+            b"layer".to_vec(),
+        ),
+    )
+    .await;
+    let (status, headers, _) = send(
+        &app,
+        req(
+            "POST",
+            &format!("/v2/dst/blobs/uploads/?mount={d}&from=src"),
+            Body::empty(),
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED);
+    assert_eq!(headers[header::LOCATION], format!("/v2/dst/blobs/{d}"));
+    let (status, _, _) = send(
+        &app,
+        req("HEAD", &format!("/v2/dst/blobs/{d}"), Body::empty()),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let other = Digest::sha256(b"missing");
+    let (status, _, _) = send(
+        &app,
+        req(
+            "POST",
+            &format!("/v2/dst/blobs/uploads/?mount={other}&from=src"),
+            Body::empty(),
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+}
