@@ -10,7 +10,8 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use futures::TryStreamExt;
-use stowage_storage::{Digest, RepoName, Store, UploadId};
+use stowage_storage::manifest::{self, Kind};
+use stowage_storage::{Descriptor, Digest, Reference, RepoName, Store, UploadId};
 
 use crate::error::{ApiError, ErrorCode};
 use crate::route::{self, Route};
@@ -20,6 +21,22 @@ use crate::route::{self, Route};
 pub struct AppState {
     /// The store behind the registry.
     pub store: Store,
+    /// Accept manifests whose blobs and child manifests are not in the repository
+    /// (for partial mirrors; the spec permits it).
+    pub allow_sparse: bool,
+    /// Largest manifest accepted; larger ones get 413.
+    pub max_manifest_bytes: usize,
+}
+
+impl AppState {
+    /// Defaults: strict manifests, 4 MiB limit.
+    pub fn new(store: Store) -> Self {
+        AppState {
+            store,
+            allow_sparse: false,
+            max_manifest_bytes: 4 << 20,
+        }
+    }
 }
 
 /// The registry's HTTP routes.
@@ -70,6 +87,13 @@ async fn dispatch(
         };
         match (route, method) {
             (Route::Base, _) => Ok(base().await),
+            (Route::Catalog, Method::GET) => req.catalog().await,
+            (Route::Tags(name), Method::GET) => req.tags(&name).await,
+            (Route::Manifest(name, r), Method::GET) => req.get_manifest(&name, &r, true).await,
+            (Route::Manifest(name, r), Method::HEAD) => req.get_manifest(&name, &r, false).await,
+            (Route::Manifest(name, r), Method::PUT) => req.put_manifest(&name, &r, body).await,
+            (Route::Manifest(name, r), Method::DELETE) => req.delete_manifest(&name, &r).await,
+            (Route::Referrers(name, d), Method::GET) => req.referrers(&name, &d).await,
             (Route::Blob(name, digest), Method::GET) => req.get_blob(&name, &digest, true).await,
             (Route::Blob(name, digest), Method::HEAD) => req.get_blob(&name, &digest, false).await,
             (Route::UploadStart(name), Method::POST) => req.start_upload(&name, body).await,
@@ -262,12 +286,288 @@ impl Request<'_> {
         Ok(created(&blob_location(name, &digest), &digest))
     }
 
+    /// Page of a sorted list: names after `last`, at most `n`, and the `Link` to the
+    /// next page when more remain.
+    fn page(
+        &self,
+        mut all: Vec<String>,
+        path: &str,
+    ) -> Result<(Vec<String>, Option<String>), ApiError> {
+        if let Some(last) = self.query.get("last") {
+            all.retain(|t| t.as_str() > last.as_str());
+        }
+        let n = match self.query.get("n") {
+            Some(n) => Some(n.parse::<usize>().map_err(|_| {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    ErrorCode::Unsupported,
+                    format!("n={n:?} is not a number"),
+                )
+            })?),
+            None => None,
+        };
+        let mut link = None;
+        if let Some(n) = n
+            && all.len() > n
+        {
+            all.truncate(n);
+            if let Some(last) = all.last() {
+                link = Some(format!("<{path}?n={n}&last={last}>; rel=\"next\""));
+            }
+        }
+        Ok((all, link))
+    }
+
+    async fn tags(&self, name: &RepoName) -> Result<Response, ApiError> {
+        let repo = self.store().repository(name);
+        let tags: Vec<String> = repo.tags().await?.iter().map(|t| t.to_string()).collect();
+        if tags.is_empty() && !repo.exists().await? {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                ErrorCode::NameUnknown,
+                format!("repository {name} is not known"),
+            ));
+        }
+        let (tags, link) = self.page(tags, &format!("/v2/{name}/tags/list"))?;
+        let body = serde_json::json!({ "name": name.as_str(), "tags": tags });
+        Ok(json_response(
+            StatusCode::OK,
+            "application/json",
+            &body,
+            link,
+        ))
+    }
+
+    async fn catalog(&self) -> Result<Response, ApiError> {
+        let all: Vec<String> = self
+            .store()
+            .repositories(None, None, None)
+            .await?
+            .iter()
+            .map(|r| r.to_string())
+            .collect();
+        let (repos, link) = self.page(all, "/v2/_catalog")?;
+        let body = serde_json::json!({ "repositories": repos });
+        Ok(json_response(
+            StatusCode::OK,
+            "application/json",
+            &body,
+            link,
+        ))
+    }
+
+    async fn resolve(&self, name: &RepoName, reference: &Reference) -> Result<Digest, ApiError> {
+        let unknown = || {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                ErrorCode::ManifestUnknown,
+                format!("manifest {reference} is not in repository {name}"),
+            )
+        };
+        match reference {
+            Reference::Digest(d) => Ok(d.clone()),
+            Reference::Tag(t) => Ok(self
+                .store()
+                .repository(name)
+                .tag(t)
+                .await?
+                .ok_or_else(unknown)?
+                .current()
+                .clone()),
+        }
+    }
+
+    async fn get_manifest(
+        &self,
+        name: &RepoName,
+        reference: &Reference,
+        body: bool,
+    ) -> Result<Response, ApiError> {
+        let digest = self.resolve(name, reference).await?;
+        let repo = self.store().repository(name);
+        let unknown = || {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                ErrorCode::ManifestUnknown,
+                format!("manifest {reference} is not in repository {name}"),
+            )
+        };
+        let (link, bytes) = if body {
+            let m = repo.manifest(&digest).await?.ok_or_else(unknown)?;
+            (m.link, Body::from(m.bytes))
+        } else {
+            (
+                repo.manifest_link(&digest).await?.ok_or_else(unknown)?,
+                Body::empty(),
+            )
+        };
+        Response::builder()
+            .status(StatusCode::OK)
+            .header(header::CONTENT_TYPE, &link.media_type)
+            .header(header::CONTENT_LENGTH, link.size)
+            .header("Docker-Content-Digest", digest.to_string())
+            .body(bytes)
+            .map_err(|e| {
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    ErrorCode::Unsupported,
+                    e.to_string(),
+                )
+            })
+    }
+
+    async fn put_manifest(
+        &self,
+        name: &RepoName,
+        reference: &Reference,
+        body: Body,
+    ) -> Result<Response, ApiError> {
+        let limit = self.state.max_manifest_bytes;
+        let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                ErrorCode::SizeInvalid,
+                format!("manifests are limited to {limit} bytes"),
+            )
+        })?;
+        let content_type = self
+            .header(header::CONTENT_TYPE)
+            .map(|c| c.split(';').next().unwrap_or("").trim())
+            .unwrap_or("");
+        let invalid =
+            |m: String| ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::ManifestInvalid, m);
+        let parsed = manifest::parse(content_type, &bytes).map_err(|e| invalid(e.0))?;
+        let digest = match reference {
+            Reference::Digest(d) => {
+                let actual = Digest::of(d.algorithm(), &bytes);
+                if &actual != d {
+                    return Err(ApiError::new(
+                        StatusCode::BAD_REQUEST,
+                        ErrorCode::DigestInvalid,
+                        format!("manifest hashes to {actual}, not {d}"),
+                    ));
+                }
+                actual
+            }
+            Reference::Tag(_) => Digest::sha256(&bytes),
+        };
+        let repo = self.store().repository(name);
+        if !self.state.allow_sparse {
+            for blob in parsed.required_blobs() {
+                if repo.blob(&blob.digest).await?.is_none() {
+                    return Err(ApiError::new(
+                        StatusCode::BAD_REQUEST,
+                        ErrorCode::ManifestBlobUnknown,
+                        format!("blob {} is not in repository {name}", blob.digest),
+                    ));
+                }
+            }
+            if parsed.kind == Kind::Index {
+                for child in &parsed.manifests {
+                    if repo.manifest_link(&child.digest).await?.is_none() {
+                        return Err(ApiError::new(
+                            StatusCode::BAD_REQUEST,
+                            ErrorCode::ManifestBlobUnknown,
+                            format!("manifest {} is not in repository {name}", child.digest),
+                        ));
+                    }
+                }
+            }
+        }
+        let me = Descriptor {
+            media_type: parsed.media_type.clone(),
+            digest: digest.clone(),
+            size: bytes.len() as u64,
+            artifact_type: parsed.artifact_type.clone(),
+            annotations: parsed.annotations.clone(),
+        };
+        let subject = parsed.subject.as_ref().map(|s| s.digest.clone());
+        repo.put_manifest(
+            &digest,
+            &parsed.media_type,
+            bytes,
+            subject.as_ref().map(|s| (s, &me)),
+        )
+        .await?;
+        if let Reference::Tag(t) = reference {
+            repo.set_tag(t, &digest).await?;
+        }
+        let mut resp = created(&format!("/v2/{name}/manifests/{digest}"), &digest);
+        if let Some(s) = subject
+            && let Ok(v) = HeaderValue::from_str(&s.to_string())
+        {
+            resp.headers_mut().insert("OCI-Subject", v);
+        }
+        Ok(resp)
+    }
+
+    async fn delete_manifest(
+        &self,
+        name: &RepoName,
+        reference: &Reference,
+    ) -> Result<Response, ApiError> {
+        let repo = self.store().repository(name);
+        let found = match reference {
+            Reference::Tag(t) => repo.delete_tag(t).await?,
+            Reference::Digest(d) => repo.delete_manifest(d).await?,
+        };
+        if !found {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                ErrorCode::ManifestUnknown,
+                format!("manifest {reference} is not in repository {name}"),
+            ));
+        }
+        Ok(StatusCode::ACCEPTED.into_response())
+    }
+
+    async fn referrers(&self, name: &RepoName, subject: &Digest) -> Result<Response, ApiError> {
+        let mut list = self.store().repository(name).referrers(subject).await?;
+        let filter = self.query.get("artifactType");
+        if let Some(t) = filter {
+            list.retain(|d| d.artifact_type.as_deref() == Some(t.as_str()));
+        }
+        let body = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": manifest::OCI_INDEX,
+            "manifests": list,
+        });
+        let mut resp = json_response(StatusCode::OK, manifest::OCI_INDEX, &body, None);
+        if filter.is_some() {
+            resp.headers_mut().insert(
+                "OCI-Filters-Applied",
+                HeaderValue::from_static("artifactType"),
+            );
+        }
+        Ok(resp)
+    }
+
     async fn upload_status(&self, name: &RepoName, id: &UploadId) -> Result<Response, ApiError> {
         let status = self.store().upload_status(id, name).await?;
         let mut resp = accepted(name, id, status.offset);
         *resp.status_mut() = StatusCode::NO_CONTENT;
         Ok(resp)
     }
+}
+
+fn json_response(
+    status: StatusCode,
+    content_type: &'static str,
+    body: &serde_json::Value,
+    link: Option<String>,
+) -> Response {
+    let mut resp = (
+        status,
+        [(header::CONTENT_TYPE, content_type)],
+        body.to_string(),
+    )
+        .into_response();
+    if let Some(link) = link
+        && let Ok(v) = HeaderValue::from_str(&link)
+    {
+        resp.headers_mut().insert(header::LINK, v);
+    }
+    resp
 }
 
 fn created(location: &str, digest: &Digest) -> Response {

@@ -13,7 +13,7 @@ use tower::ServiceExt;
 
 async fn app() -> axum::Router {
     let store = Store::open(StoreOptions::new("memory://")).await.unwrap();
-    router(AppState { store })
+    router(AppState::new(store))
 }
 
 async fn send(

@@ -22,6 +22,7 @@ mod error;
 mod index;
 mod ingest;
 mod layout;
+pub mod manifest;
 mod names;
 mod pack;
 mod reader;

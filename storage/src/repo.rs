@@ -112,6 +112,15 @@ impl Repository {
         &self.name
     }
 
+    /// Whether anything was ever pushed here (its catalog entry exists).
+    pub async fn exists(&self) -> Result<bool> {
+        Ok(self
+            .backend()
+            .head(&layout::repository_entry(&self.name))
+            .await?
+            .is_some())
+    }
+
     fn backend(&self) -> &crate::backend::Backend {
         &self.store.inner.backend
     }

@@ -1,0 +1,388 @@
+//! The manifest half of the distribution API through the router: push by tag and by
+//! digest, pull and HEAD, validation (JSON, media type, missing blobs and children,
+//! digest, size), tag listing with pagination, the catalog, referrers, deletes.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode, header};
+use http_body_util::BodyExt;
+use stowage_server::{AppState, router};
+use stowage_storage::manifest::{OCI_INDEX, OCI_MANIFEST};
+use stowage_storage::{Digest, Store, StoreOptions};
+use tower::ServiceExt;
+
+async fn app(sparse: bool) -> axum::Router {
+    let store = Store::open(StoreOptions::new("memory://")).await.unwrap();
+    let mut state = AppState::new(store);
+    state.allow_sparse = sparse;
+    router(state)
+}
+
+async fn send(
+    app: &axum::Router,
+    req: Request<Body>,
+) -> (StatusCode, axum::http::HeaderMap, Vec<u8>) {
+    let resp = app.clone().oneshot(req).await.unwrap();
+    let (status, headers) = (resp.status(), resp.headers().clone());
+    (
+        status,
+        headers,
+        resp.into_body()
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes()
+            .to_vec(),
+    )
+}
+
+fn req(method: &str, uri: &str, ct: Option<&str>, body: impl Into<Body>) -> Request<Body> {
+    let mut b = Request::builder().method(method).uri(uri);
+    if let Some(ct) = ct {
+        b = b.header(header::CONTENT_TYPE, ct);
+    }
+    b.body(body.into()).unwrap()
+}
+
+fn code(body: &[u8]) -> String {
+    let v: serde_json::Value = serde_json::from_slice(body).unwrap();
+    v["errors"][0]["code"].as_str().unwrap().to_string()
+}
+
+async fn push_blob(app: &axum::Router, repo: &str, data: &[u8]) -> Digest {
+    let d = Digest::sha256(data);
+    let (s, _, _) = send(
+        app,
+        req(
+            "POST",
+            &format!("/v2/{repo}/blobs/uploads/?digest={d}"),
+            None,
+            data.to_vec(),
+        ),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED);
+    d
+}
+
+fn image(config: &Digest, layer: &Digest, subject: Option<&Digest>, config_type: &str) -> Vec<u8> {
+    let subject = subject
+        .map(|s| {
+            format!(r#","subject":{{"mediaType":"{OCI_MANIFEST}","digest":"{s}","size":100}}"#)
+        })
+        .unwrap_or_default();
+    format!(
+        r#"{{"schemaVersion":2,"mediaType":"{OCI_MANIFEST}","config":{{"mediaType":"{config_type}","digest":"{config}","size":2}},"layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"{layer}","size":5}}]{subject}}}"#
+    )
+    .into_bytes()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn push_pull_and_validate_manifests() {
+    let app = app(false).await;
+    let config = push_blob(&app, "lib/app", b"{}").await;
+    let layer = push_blob(&app, "lib/app", b"layer").await;
+    let m = image(
+        &config,
+        &layer,
+        None,
+        "application/vnd.oci.image.config.v1+json",
+    );
+    let md = Digest::sha256(&m);
+
+    let (s, h, _) = send(
+        &app,
+        req(
+            "PUT",
+            "/v2/lib/app/manifests/v1",
+            Some(OCI_MANIFEST),
+            m.clone(),
+        ),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED);
+    assert_eq!(h["docker-content-digest"], md.to_string());
+    assert_eq!(h[header::LOCATION], format!("/v2/lib/app/manifests/{md}"));
+
+    for uri in [
+        "/v2/lib/app/manifests/v1".to_string(),
+        format!("/v2/lib/app/manifests/{md}"),
+    ] {
+        let (s, h, body) = send(&app, req("GET", &uri, None, Body::empty())).await;
+        assert_eq!((s, body.as_slice()), (StatusCode::OK, m.as_slice()));
+        assert_eq!(h[header::CONTENT_TYPE], OCI_MANIFEST);
+        assert_eq!(h["docker-content-digest"], md.to_string());
+        let (s, h, body) = send(&app, req("HEAD", &uri, None, Body::empty())).await;
+        assert_eq!((s, body.len()), (StatusCode::OK, 0));
+        assert_eq!(h[header::CONTENT_LENGTH], m.len().to_string());
+    }
+
+    // A layer that is not in the repository.
+    let missing = Digest::sha256(b"never pushed");
+    let bad = image(
+        &config,
+        &missing,
+        None,
+        "application/vnd.oci.image.config.v1+json",
+    );
+    let (s, _, body) = send(
+        &app,
+        req("PUT", "/v2/lib/app/manifests/v2", Some(OCI_MANIFEST), bad),
+    )
+    .await;
+    assert_eq!(
+        (s, code(&body)),
+        (StatusCode::BAD_REQUEST, "MANIFEST_BLOB_UNKNOWN".into())
+    );
+    // Invalid JSON, unknown media type, wrong digest, too large.
+    let (s, _, body) = send(
+        &app,
+        req(
+            "PUT",
+            "/v2/lib/app/manifests/v2",
+            Some(OCI_MANIFEST),
+            "{nope",
+        ),
+    )
+    .await;
+    assert_eq!(
+        (s, code(&body)),
+        (StatusCode::BAD_REQUEST, "MANIFEST_INVALID".into())
+    );
+    let (s, _, body) = send(
+        &app,
+        req(
+            "PUT",
+            "/v2/lib/app/manifests/v2",
+            Some("text/plain"),
+            m.clone(),
+        ),
+    )
+    .await;
+    assert_eq!(
+        (s, code(&body)),
+        (StatusCode::BAD_REQUEST, "MANIFEST_INVALID".into())
+    );
+    let wrong = Digest::sha256(b"other");
+    let (s, _, body) = send(
+        &app,
+        req(
+            "PUT",
+            &format!("/v2/lib/app/manifests/{wrong}"),
+            Some(OCI_MANIFEST),
+            m.clone(),
+        ),
+    )
+    .await;
+    assert_eq!(
+        (s, code(&body)),
+        (StatusCode::BAD_REQUEST, "DIGEST_INVALID".into())
+    );
+    let huge = vec![b' '; (4 << 20) + 1];
+    let (s, _, _) = send(
+        &app,
+        req("PUT", "/v2/lib/app/manifests/v2", Some(OCI_MANIFEST), huge),
+    )
+    .await;
+    assert_eq!(s, StatusCode::PAYLOAD_TOO_LARGE);
+    // Unknown manifests.
+    let (s, _, body) = send(
+        &app,
+        req("GET", "/v2/lib/app/manifests/nope", None, Body::empty()),
+    )
+    .await;
+    assert_eq!(
+        (s, code(&body)),
+        (StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN".into())
+    );
+
+    // An index needs its children here, unless sparse manifests are allowed.
+    let index = format!(
+        r#"{{"schemaVersion":2,"mediaType":"{OCI_INDEX}","manifests":[{{"mediaType":"{OCI_MANIFEST}","digest":"{md}","size":{}}},{{"mediaType":"{OCI_MANIFEST}","digest":"{missing}","size":3}}]}}"#,
+        m.len()
+    );
+    let (s, _, body) = send(
+        &app,
+        req(
+            "PUT",
+            "/v2/lib/app/manifests/multi",
+            Some(OCI_INDEX),
+            index.clone(),
+        ),
+    )
+    .await;
+    assert_eq!(
+        (s, code(&body)),
+        (StatusCode::BAD_REQUEST, "MANIFEST_BLOB_UNKNOWN".into())
+    );
+    let sparse = app_with_blobs_elsewhere().await;
+    let (s, _, _) = send(
+        &sparse,
+        req(
+            "PUT",
+            "/v2/mirror/x/manifests/multi",
+            Some(OCI_INDEX),
+            index,
+        ),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED);
+
+    // Delete by tag, then by digest.
+    let (s, _, _) = send(
+        &app,
+        req("DELETE", "/v2/lib/app/manifests/v1", None, Body::empty()),
+    )
+    .await;
+    assert_eq!(s, StatusCode::ACCEPTED);
+    let (s, _, _) = send(
+        &app,
+        req("GET", "/v2/lib/app/manifests/v1", None, Body::empty()),
+    )
+    .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let (s, _, _) = send(
+        &app,
+        req(
+            "DELETE",
+            &format!("/v2/lib/app/manifests/{md}"),
+            None,
+            Body::empty(),
+        ),
+    )
+    .await;
+    assert_eq!(s, StatusCode::ACCEPTED);
+    let (s, _, _) = send(
+        &app,
+        req(
+            "DELETE",
+            &format!("/v2/lib/app/manifests/{md}"),
+            None,
+            Body::empty(),
+        ),
+    )
+    .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+}
+
+async fn app_with_blobs_elsewhere() -> axum::Router {
+    app(true).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tags_catalog_and_referrers() {
+    let app = app(false).await;
+    let config = push_blob(&app, "ns/app", b"{}").await;
+    let layer = push_blob(&app, "ns/app", b"layer").await;
+    let m = image(
+        &config,
+        &layer,
+        None,
+        "application/vnd.oci.image.config.v1+json",
+    );
+    let md = Digest::sha256(&m);
+    for t in ["c", "a", "b", "d"] {
+        let (s, _, _) = send(
+            &app,
+            req(
+                "PUT",
+                &format!("/v2/ns/app/manifests/{t}"),
+                Some(OCI_MANIFEST),
+                m.clone(),
+            ),
+        )
+        .await;
+        assert_eq!(s, StatusCode::CREATED);
+    }
+    let (s, h, body) = send(
+        &app,
+        req("GET", "/v2/ns/app/tags/list?n=2", None, Body::empty()),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(v["tags"], serde_json::json!(["a", "b"]));
+    assert_eq!(
+        h[header::LINK],
+        "</v2/ns/app/tags/list?n=2&last=b>; rel=\"next\""
+    );
+    let (_, h, body) = send(
+        &app,
+        req(
+            "GET",
+            "/v2/ns/app/tags/list?n=2&last=b",
+            None,
+            Body::empty(),
+        ),
+    )
+    .await;
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(v["tags"], serde_json::json!(["c", "d"]));
+    assert!(h.get(header::LINK).is_none());
+    let (s, _, body) = send(
+        &app,
+        req("GET", "/v2/nobody/tags/list", None, Body::empty()),
+    )
+    .await;
+    assert_eq!(
+        (s, code(&body)),
+        (StatusCode::NOT_FOUND, "NAME_UNKNOWN".into())
+    );
+
+    let (_, _, body) = send(&app, req("GET", "/v2/_catalog", None, Body::empty())).await;
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(v["repositories"], serde_json::json!(["ns/app"]));
+
+    // Two artifacts refer to the image; the referrers API lists and filters them.
+    let sig_cfg = push_blob(&app, "ns/app", b"{\"sig\":1}").await;
+    for (i, t) in ["application/vnd.example.sig+json", "application/spdx+json"]
+        .iter()
+        .enumerate()
+    {
+        let a = image(&sig_cfg, &layer, Some(&md), t);
+        let a = String::from_utf8(a)
+            .unwrap()
+            .replace("\"size\":2", &format!("\"size\":{}", 9 + i));
+        let (s, h, _) = send(
+            &app,
+            req(
+                "PUT",
+                &format!("/v2/ns/app/manifests/{}", Digest::sha256(a.as_bytes())),
+                Some(OCI_MANIFEST),
+                a,
+            ),
+        )
+        .await;
+        assert_eq!(s, StatusCode::CREATED);
+        assert_eq!(h["oci-subject"], md.to_string());
+    }
+    let (s, h, body) = send(
+        &app,
+        req(
+            "GET",
+            &format!("/v2/ns/app/referrers/{md}"),
+            None,
+            Body::empty(),
+        ),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(h[header::CONTENT_TYPE], OCI_INDEX);
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(v["manifests"].as_array().unwrap().len(), 2);
+    let (_, h, body) = send(
+        &app,
+        req(
+            "GET",
+            &format!("/v2/ns/app/referrers/{md}?artifactType=application/spdx%2Bjson"),
+            None,
+            Body::empty(),
+        ),
+    )
+    .await;
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(v["manifests"].as_array().unwrap().len(), 1);
+    assert_eq!(v["manifests"][0]["artifactType"], "application/spdx+json");
+    assert_eq!(h["oci-filters-applied"], "artifactType");
+}
