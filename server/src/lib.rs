@@ -2,8 +2,10 @@
 //! (`src/main.rs`) wires configuration and the operator commands around it.
 
 pub mod api;
+pub mod config;
 pub mod error;
 pub mod route;
+pub mod serve;
 
 pub use api::{AppState, router};
 pub use error::{ApiError, ErrorCode};

@@ -17,21 +17,33 @@ use stowage_storage::{S3Options, StoreOptions};
     about = "Stowage: a container image registry"
 )]
 struct Cli {
-    /// The store: a directory, file:///path, s3://bucket/prefix or memory://.
-    #[arg(long, global = true, env = "STOWAGE_STORAGE", default_value = "./data")]
-    storage: String,
+    /// The store: a directory, file:///path, s3://bucket/prefix or memory:// [default: ./data].
+    #[arg(long, global = true, env = "STOWAGE_STORAGE")]
+    storage: Option<String>,
     /// Endpoint of an S3-compatible server (otherwise AWS_ENDPOINT_URL or AWS itself).
     #[arg(long, global = true, env = "STOWAGE_S3_ENDPOINT")]
     s3_endpoint: Option<String>,
-    /// Log filter, e.g. `info` or `stowage_storage=debug`.
-    #[arg(long, global = true, env = "STOWAGE_LOG", default_value = "warn")]
-    log: String,
+    /// Log filter, e.g. `info` or `stowage_storage=debug` [default: info for serve, warn otherwise].
+    #[arg(long, global = true, env = "STOWAGE_LOG")]
+    log: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the registry.
+    Serve {
+        /// Configuration file (TOML); environment and flags override it.
+        #[arg(long, env = "STOWAGE_CONFIG")]
+        config: Option<PathBuf>,
+        /// Address to listen on [default: 127.0.0.1:5000].
+        #[arg(long, env = "STOWAGE_LISTEN")]
+        listen: Option<String>,
+        /// The address clients reach the registry at.
+        #[arg(long, env = "STOWAGE_PUBLIC_URL")]
+        public_url: Option<String>,
+    },
     /// Store files as blobs; prints each digest and what deduplication saved.
     Put {
         /// Files to store.
@@ -66,9 +78,37 @@ enum Command {
     },
 }
 
+async fn serve(
+    config: Option<PathBuf>,
+    listen: Option<String>,
+    public_url: Option<String>,
+    storage: Option<String>,
+    s3_endpoint: Option<String>,
+) -> anyhow::Result<()> {
+    use stowage_server::config::{FileConfig, Overrides, ServeConfig};
+    let file = match config {
+        Some(path) => FileConfig::load(&path)?,
+        None => FileConfig::default(),
+    };
+    let config = ServeConfig::resolve(
+        file,
+        Overrides {
+            listen,
+            storage,
+            s3_endpoint,
+            public_url,
+        },
+    )?;
+    stowage_server::serve::run(config).await
+}
+
 impl Cli {
     fn store_options(&self) -> StoreOptions {
-        let mut o = StoreOptions::new(self.storage.clone());
+        let url = self
+            .storage
+            .clone()
+            .unwrap_or_else(|| stowage_server::config::DEFAULT_STORAGE.into());
+        let mut o = StoreOptions::new(url);
         o.backend.s3 = S3Options {
             endpoint: self.s3_endpoint.clone(),
             ..Default::default()
@@ -80,12 +120,24 @@ impl Cli {
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    let default_log = if matches!(cli.command, Command::Serve { .. }) {
+        "info"
+    } else {
+        "warn"
+    };
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(&cli.log))
+        .with_env_filter(tracing_subscriber::EnvFilter::new(
+            cli.log.as_deref().unwrap_or(default_log),
+        ))
         .with_writer(std::io::stderr)
         .init();
     let options = cli.store_options();
     let result = match cli.command {
+        Command::Serve {
+            config,
+            listen,
+            public_url,
+        } => serve(config, listen, public_url, cli.storage, cli.s3_endpoint).await,
         Command::Put {
             files,
             sha512,

@@ -1,0 +1,64 @@
+//! `stowage serve`: the registry's HTTP server. One log line per request, graceful
+//! shutdown on SIGINT/SIGTERM (in-flight requests finish), a timeout on requests that
+//! stall, and panics turned into 500s instead of dropped connections.
+
+use std::time::Duration;
+
+use axum::http::Request;
+use stowage_storage::Store;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::api::{AppState, router};
+use crate::config::ServeConfig;
+
+/// Runs the registry until a shutdown signal.
+pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
+    let store = Store::open(config.store.clone()).await?;
+    let mut state = AppState::new(store);
+    state.allow_sparse = config.allow_sparse_manifests;
+    state.max_manifest_bytes = config.max_manifest_bytes;
+    let app = router(state)
+        .layer(CatchPanicLayer::new())
+        .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(Duration::from_secs(300)))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(|req: &Request<_>| {
+                    tracing::info_span!("request", method = %req.method(), path = %req.uri().path())
+                })
+                .on_request(())
+                .on_response(
+                    |resp: &axum::http::Response<_>, latency: Duration, _span: &tracing::Span| {
+                        tracing::info!(status = resp.status().as_u16(), ms = latency.as_millis() as u64, "served");
+                    },
+                ),
+        );
+    let listener = tokio::net::TcpListener::bind(config.listen).await?;
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, public_url = ?config.public_url, "stowage listening");
+    // Tests and scripts read the bound address (the port may have been 0) from here.
+    println!("listening on {addr}");
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
+    tracing::info!("stowage stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}
