@@ -4,6 +4,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
+pub mod oci;
+pub mod server;
+
 /// Content of blob `n` of writer `seed`: incompressible, `len` bytes, reproducible.
 pub fn content(seed: u64, n: u64, len: usize) -> Vec<u8> {
     stowage_storage::testkit::random_bytes(len, seed.wrapping_mul(1_000_003).wrapping_add(n))
