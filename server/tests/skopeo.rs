@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::process::Command;
 
 use stowage_tests::oci::{Image, ImageSpec, Layout, tar};
-use stowage_tests::server::Server;
+use stowage_tests::server::{Server, fresh_storage};
 
 fn skopeo(args: &[&str]) -> std::process::Output {
     let out = Command::new("skopeo")
@@ -41,14 +41,19 @@ fn sample_image() -> Image {
 }
 
 #[test]
-fn copy_inspect_list_copy_back_and_delete() {
+fn copy_inspect_list_copy_back_and_delete_on_local_disk() {
+    copy_inspect_list_copy_back_and_delete(false);
+}
+
+#[test]
+fn copy_inspect_list_copy_back_and_delete_on_s3() {
+    copy_inspect_list_copy_back_and_delete(true);
+}
+
+fn copy_inspect_list_copy_back_and_delete(s3: bool) {
     let dir = tempfile::tempdir().unwrap();
-    let store = dir.path().join("store");
-    let server = Server::start(
-        env!("CARGO_BIN_EXE_stowage").as_ref(),
-        store.to_str().unwrap(),
-        &[],
-    );
+    let (storage, _guard) = fresh_storage(s3);
+    let server = Server::start(env!("CARGO_BIN_EXE_stowage").as_ref(), &storage, &[]);
     let image = sample_image();
     let src = dir.path().join("src");
     Layout::new(&src).add_image(&image, "v1");

@@ -4,6 +4,20 @@ use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
+/// Where a test server keeps its data: a fresh local directory (kept alive by the
+/// returned guard) or a fresh prefix in the test S3 bucket.
+pub fn fresh_storage(s3: bool) -> (String, Option<tempfile::TempDir>) {
+    if s3 {
+        let bucket =
+            std::env::var("STOWAGE_TEST_S3_BUCKET").unwrap_or_else(|_| "stowage-test".into());
+        let prefix = uuid::Uuid::new_v4().simple().to_string();
+        (format!("s3://{bucket}/{prefix}"), None)
+    } else {
+        let dir = tempfile::tempdir().expect("tempdir");
+        (dir.path().join("store").display().to_string(), Some(dir))
+    }
+}
+
 /// A running server; killed when dropped.
 pub struct Server {
     /// The process.
@@ -16,10 +30,20 @@ impl Server {
     /// Starts `bin serve` on a free loopback port with `--storage storage` and `extra`
     /// arguments, and waits until it listens.
     pub fn start(bin: &Path, storage: &str, extra: &[&str]) -> Server {
-        let mut child = Command::new(bin)
-            .args(["serve", "--listen", "127.0.0.1:0", "--storage", storage])
+        let mut cmd = Command::new(bin);
+        cmd.args(["serve", "--listen", "127.0.0.1:0", "--storage", storage])
             .args(extra)
-            .env_remove("STOWAGE_CONFIG")
+            .env_remove("STOWAGE_CONFIG");
+        if storage.starts_with("s3://") {
+            // The test S3 server (moto) takes any credentials.
+            let endpoint = std::env::var("STOWAGE_TEST_S3_ENDPOINT")
+                .expect("S3 tests need STOWAGE_TEST_S3_ENDPOINT: run scripts/test");
+            cmd.args(["--s3-endpoint", &endpoint])
+                .env("AWS_ACCESS_KEY_ID", "testing")
+                .env("AWS_SECRET_ACCESS_KEY", "testing")
+                .env("AWS_REGION", "us-east-1");
+        }
+        let mut child = cmd
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
