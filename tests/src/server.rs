@@ -24,6 +24,9 @@ pub struct Server {
     pub child: Option<Child>,
     /// `127.0.0.1:PORT`.
     pub addr: String,
+    /// Its log, read as it is written: a server whose stderr pipe fills up stops.
+    log: std::sync::Arc<std::sync::Mutex<String>>,
+    log_reader: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Server {
@@ -57,9 +60,21 @@ impl Server {
             .strip_prefix("listening on ")
             .unwrap_or_else(|| panic!("stowage serve did not start: {line:?}"))
             .to_string();
+        let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let stderr = child.stderr.take().expect("stderr");
+        let sink = log.clone();
+        let log_reader = std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let mut log = sink.lock().unwrap_or_else(|e| e.into_inner());
+                log.push_str(&line);
+                log.push('\n');
+            }
+        });
         Server {
             child: Some(child),
             addr,
+            log,
+            log_reader: Some(log_reader),
         }
     }
 
@@ -70,15 +85,16 @@ impl Server {
 
     /// Sends SIGTERM and returns the exit status and everything logged.
     pub fn stop(mut self) -> (std::process::ExitStatus, String) {
-        let child = self.child.take().expect("running");
+        let mut child = self.child.take().expect("running");
         let _ = Command::new("kill")
             .args(["-TERM", &child.id().to_string()])
             .status();
-        let out = child.wait_with_output().expect("wait");
-        (
-            out.status,
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
+        let status = child.wait().expect("wait");
+        if let Some(r) = self.log_reader.take() {
+            let _ = r.join();
+        }
+        let log = self.log.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        (status, log)
     }
 }
 
