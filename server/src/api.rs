@@ -39,14 +39,23 @@ impl AppState {
     }
 }
 
-/// The registry's HTTP routes.
+/// The registry's HTTP routes, with metrics recorded for each request.
 pub fn router(state: AppState) -> Router {
+    let metrics = crate::metrics::Metrics::new();
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/v2", any(base))
         .route("/v2/", any(base))
         .route("/v2/{*rest}", any(dispatch))
         .with_state(state)
+        .route(
+            "/metrics",
+            get(crate::metrics::expose).with_state(metrics.clone()),
+        )
+        .layer(axum::middleware::from_fn_with_state(
+            metrics,
+            crate::metrics::record,
+        ))
 }
 
 const API_VERSION: &str = "registry/2.0";

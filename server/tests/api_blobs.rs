@@ -275,3 +275,46 @@ async fn bad_digests_cancel_and_mount() {
     .await;
     assert_eq!(status, StatusCode::ACCEPTED);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_requests_by_endpoint_and_status() {
+    let app = app().await;
+    let d = Digest::sha256(b"m");
+    send(
+        &app,
+        req(
+            "POST",
+            &format!("/v2/m/blobs/uploads/?digest={d}"),
+            b"m".to_vec(),
+        ),
+    )
+    .await;
+    send(&app, req("GET", &format!("/v2/m/blobs/{d}"), Body::empty())).await;
+    send(
+        &app,
+        req(
+            "GET",
+            &format!("/v2/m/blobs/{}", Digest::sha256(b"none")),
+            Body::empty(),
+        ),
+    )
+    .await;
+    let (status, headers, body) = send(&app, req("GET", "/metrics", Body::empty())).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        headers[header::CONTENT_TYPE]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain")
+    );
+    let text = String::from_utf8(body).unwrap();
+    for line in [
+        r#"stowage_http_requests_total{endpoint="uploads",method="POST",status="201"} 1"#,
+        r#"stowage_http_requests_total{endpoint="blobs",method="GET",status="200"} 1"#,
+        r#"stowage_http_requests_total{endpoint="blobs",method="GET",status="404"} 1"#,
+        "stowage_uploads_in_progress 0",
+        r#"stowage_http_sent_bytes_total{endpoint="blobs"}"#,
+    ] {
+        assert!(text.contains(line), "missing {line:?} in\n{text}");
+    }
+}

@@ -1,0 +1,177 @@
+//! Prometheus metrics of the HTTP front end, served at `/metrics`: requests by endpoint,
+//! method and status, their latency, bytes in and out, and uploads in progress.
+
+use std::time::Instant;
+
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+};
+
+/// The registry of metrics and the instruments the middleware updates.
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Registry,
+    requests: IntCounterVec,
+    latency: HistogramVec,
+    bytes_in: IntCounterVec,
+    bytes_out: IntCounterVec,
+    uploads: IntGauge,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Creates and registers every instrument.
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let requests = IntCounterVec::new(
+            Opts::new(
+                "stowage_http_requests_total",
+                "HTTP requests by endpoint, method and status",
+            ),
+            &["endpoint", "method", "status"],
+        )
+        .unwrap_or_else(|e| panic!("metric definition: {e}"));
+        let latency = HistogramVec::new(
+            HistogramOpts::new(
+                "stowage_http_request_duration_seconds",
+                "HTTP request latency",
+            )
+            .buckets(vec![
+                0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0, 120.0,
+            ]),
+            &["endpoint", "method"],
+        )
+        .unwrap_or_else(|e| panic!("metric definition: {e}"));
+        let bytes_in = IntCounterVec::new(
+            Opts::new(
+                "stowage_http_received_bytes_total",
+                "Request body bytes (Content-Length)",
+            ),
+            &["endpoint"],
+        )
+        .unwrap_or_else(|e| panic!("metric definition: {e}"));
+        let bytes_out = IntCounterVec::new(
+            Opts::new(
+                "stowage_http_sent_bytes_total",
+                "Response body bytes (Content-Length)",
+            ),
+            &["endpoint"],
+        )
+        .unwrap_or_else(|e| panic!("metric definition: {e}"));
+        let uploads = IntGauge::new(
+            "stowage_uploads_in_progress",
+            "Upload requests (POST, PATCH, PUT of blobs) being received",
+        )
+        .unwrap_or_else(|e| panic!("metric definition: {e}"));
+        for c in [
+            Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(latency.clone()),
+            Box::new(bytes_in.clone()),
+            Box::new(bytes_out.clone()),
+            Box::new(uploads.clone()),
+        ] {
+            registry
+                .register(c)
+                .unwrap_or_else(|e| panic!("metric registration: {e}"));
+        }
+        Metrics {
+            registry,
+            requests,
+            latency,
+            bytes_in,
+            bytes_out,
+            uploads,
+        }
+    }
+
+    /// The text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
+        String::from_utf8(buf).unwrap_or_default()
+    }
+}
+
+/// A low-cardinality name for the endpoint a path addresses.
+fn endpoint(path: &str) -> &'static str {
+    let Some(rest) = path
+        .strip_prefix("/v2/")
+        .or(path.strip_prefix("/v2").map(|_| ""))
+    else {
+        return match path {
+            "/healthz" => "healthz",
+            "/metrics" => "metrics",
+            _ => "other",
+        };
+    };
+    match crate::route::parse(rest) {
+        Ok(crate::route::Route::Base) => "base",
+        Ok(crate::route::Route::Catalog) => "catalog",
+        Ok(crate::route::Route::Tags(_)) => "tags",
+        Ok(crate::route::Route::Manifest(..)) => "manifests",
+        Ok(crate::route::Route::Blob(..)) => "blobs",
+        Ok(crate::route::Route::UploadStart(_) | crate::route::Route::Upload(..)) => "uploads",
+        Ok(crate::route::Route::Referrers(..)) => "referrers",
+        Err(_) => "invalid",
+    }
+}
+
+fn content_length(h: &HeaderMap) -> u64 {
+    h.get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Middleware recording every request.
+pub async fn record(State(m): State<Metrics>, req: Request, next: Next) -> Response {
+    let endpoint = endpoint(req.uri().path());
+    let method = req.method().as_str().to_owned();
+    m.bytes_in
+        .with_label_values(&[endpoint])
+        .inc_by(content_length(req.headers()));
+    let upload = endpoint == "uploads" && method != "GET" && method != "DELETE";
+    if upload {
+        m.uploads.inc();
+    }
+    let start = Instant::now();
+    let resp = next.run(req).await;
+    if upload {
+        m.uploads.dec();
+    }
+    let status = resp.status().as_u16().to_string();
+    m.requests
+        .with_label_values(&[endpoint, method.as_str(), status.as_str()])
+        .inc();
+    m.latency
+        .with_label_values(&[endpoint, method.as_str()])
+        .observe(start.elapsed().as_secs_f64());
+    m.bytes_out
+        .with_label_values(&[endpoint])
+        .inc_by(content_length(resp.headers()));
+    resp
+}
+
+/// `GET /metrics`.
+pub async fn expose(State(m): State<Metrics>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        m.render(),
+    )
+        .into_response()
+}
