@@ -26,6 +26,31 @@ pub struct AppState {
     pub allow_sparse: bool,
     /// Largest manifest accepted; larger ones get 413.
     pub max_manifest_bytes: usize,
+    /// Which DELETE requests are served (the others get 405 UNSUPPORTED).
+    pub deletes: Deletes,
+}
+
+/// Which kinds of DELETE the registry accepts; operators of shared registries often
+/// turn some off.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Deletes {
+    /// `DELETE /v2/<name>/manifests/<tag>`.
+    pub tags: bool,
+    /// `DELETE /v2/<name>/manifests/<digest>`.
+    pub manifests: bool,
+    /// `DELETE /v2/<name>/blobs/<digest>` (unlinks the blob from the repository).
+    pub blobs: bool,
+}
+
+impl Default for Deletes {
+    fn default() -> Self {
+        Deletes {
+            tags: true,
+            manifests: true,
+            blobs: true,
+        }
+    }
 }
 
 impl AppState {
@@ -35,6 +60,7 @@ impl AppState {
             store,
             allow_sparse: false,
             max_manifest_bytes: 4 << 20,
+            deletes: Deletes::default(),
         }
     }
 }
@@ -105,6 +131,7 @@ async fn dispatch(
             (Route::Referrers(name, d), Method::GET) => req.referrers(&name, &d).await,
             (Route::Blob(name, digest), Method::GET) => req.get_blob(&name, &digest, true).await,
             (Route::Blob(name, digest), Method::HEAD) => req.get_blob(&name, &digest, false).await,
+            (Route::Blob(name, digest), Method::DELETE) => req.delete_blob(&name, &digest).await,
             (Route::UploadStart(name), Method::POST) => req.start_upload(&name, body).await,
             (Route::Upload(name, id), Method::PATCH) => req.patch_upload(&name, &id, body).await,
             (Route::Upload(name, id), Method::PUT) => req.finish_upload(&name, &id, body).await,
@@ -510,11 +537,32 @@ impl Request<'_> {
         Ok(resp)
     }
 
+    async fn delete_blob(&self, name: &RepoName, digest: &Digest) -> Result<Response, ApiError> {
+        if !self.state.deletes.blobs {
+            return Err(deletes_disabled("blob"));
+        }
+        if !self.store().repository(name).unlink_blob(digest).await? {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                ErrorCode::BlobUnknown,
+                format!("blob {digest} is not in repository {name}"),
+            ));
+        }
+        Ok(StatusCode::ACCEPTED.into_response())
+    }
+
     async fn delete_manifest(
         &self,
         name: &RepoName,
         reference: &Reference,
     ) -> Result<Response, ApiError> {
+        let (allowed, what) = match reference {
+            Reference::Tag(_) => (self.state.deletes.tags, "tag"),
+            Reference::Digest(_) => (self.state.deletes.manifests, "manifest"),
+        };
+        if !allowed {
+            return Err(deletes_disabled(what));
+        }
         let repo = self.store().repository(name);
         let found = match reference {
             Reference::Tag(t) => repo.delete_tag(t).await?,
@@ -557,6 +605,14 @@ impl Request<'_> {
         *resp.status_mut() = StatusCode::NO_CONTENT;
         Ok(resp)
     }
+}
+
+fn deletes_disabled(what: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        ErrorCode::Unsupported,
+        format!("deleting a {what} is disabled on this registry"),
+    )
 }
 
 fn json_response(

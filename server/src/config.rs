@@ -21,6 +21,8 @@ pub struct FileConfig {
     pub allow_sparse_manifests: Option<bool>,
     /// Largest manifest accepted, in bytes.
     pub max_manifest_bytes: Option<usize>,
+    /// Which DELETE requests are served.
+    pub delete: Option<crate::api::Deletes>,
 }
 
 impl FileConfig {
@@ -45,6 +47,8 @@ pub struct ServeConfig {
     pub allow_sparse_manifests: bool,
     /// See [`FileConfig::max_manifest_bytes`].
     pub max_manifest_bytes: usize,
+    /// See [`FileConfig::delete`].
+    pub deletes: crate::api::Deletes,
 }
 
 /// Values given on the command line or in the environment (clap merges those two).
@@ -93,6 +97,7 @@ impl ServeConfig {
             store,
             allow_sparse_manifests: file.allow_sparse_manifests.unwrap_or(false),
             max_manifest_bytes: file.max_manifest_bytes.unwrap_or(4 << 20),
+            deletes: file.delete.unwrap_or_default(),
         })
     }
 }
@@ -112,6 +117,8 @@ mod tests {
             r#"
             listen = "127.0.0.1:6000"
             allow_sparse_manifests = true
+            [delete]
+            blobs = false
             [storage]
             url = "s3://bucket/prefix"
             [storage.s3]
@@ -125,6 +132,7 @@ mod tests {
         assert_eq!(c.store.backend.url, "s3://bucket/prefix");
         assert_eq!(c.store.backend.s3.region.as_deref(), Some("eu-west-1"));
         assert!(c.allow_sparse_manifests);
+        assert!(!c.deletes.blobs && c.deletes.tags && c.deletes.manifests);
 
         let c = ServeConfig::resolve(
             file,

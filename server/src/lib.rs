@@ -8,5 +8,5 @@ pub mod metrics;
 pub mod route;
 pub mod serve;
 
-pub use api::{AppState, router};
+pub use api::{AppState, Deletes, router};
 pub use error::{ApiError, ErrorCode};

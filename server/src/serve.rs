@@ -18,6 +18,7 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
     let mut state = AppState::new(store);
     state.allow_sparse = config.allow_sparse_manifests;
     state.max_manifest_bytes = config.max_manifest_bytes;
+    state.deletes = config.deletes;
     let app = router(state)
         .layer(CatchPanicLayer::new())
         .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(Duration::from_secs(300)))

@@ -318,3 +318,70 @@ async fn metrics_count_requests_by_endpoint_and_status() {
         assert!(text.contains(line), "missing {line:?} in\n{text}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sha512_blobs_and_blob_deletes() {
+    let app = app().await;
+    let data = b"sha512 content".to_vec();
+    let d = Digest::of(stowage_storage::Algorithm::Sha512, &data);
+    // Chunked upload closed with a sha512 digest: the session hashed sha256 and re-hashes.
+    let (_, headers, _) = send(&app, req("POST", "/v2/s/blobs/uploads/", Body::empty())).await;
+    let location = headers[header::LOCATION].to_str().unwrap().to_string();
+    send(&app, req("PATCH", &location, data.clone())).await;
+    let (status, headers, _) = send(
+        &app,
+        req("PUT", &format!("{location}?digest={d}"), Body::empty()),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED);
+    assert_eq!(headers["docker-content-digest"], d.to_string());
+    let (status, headers, body) =
+        send(&app, req("GET", &format!("/v2/s/blobs/{d}"), Body::empty())).await;
+    assert_eq!((status, body), (StatusCode::OK, data.clone()));
+    assert_eq!(headers["docker-content-digest"], d.to_string());
+
+    let (status, _, _) = send(
+        &app,
+        req("DELETE", &format!("/v2/s/blobs/{d}"), Body::empty()),
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let (status, _, body) =
+        send(&app, req("GET", &format!("/v2/s/blobs/{d}"), Body::empty())).await;
+    assert_eq!(
+        (status, error_code(&body)),
+        (StatusCode::NOT_FOUND, "BLOB_UNKNOWN".into())
+    );
+    let (status, _, _) = send(
+        &app,
+        req("DELETE", &format!("/v2/s/blobs/{d}"), Body::empty()),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    // Deletes can be turned off one kind at a time.
+    let store = Store::open(StoreOptions::new("memory://")).await.unwrap();
+    let mut state = AppState::new(store);
+    state.deletes.blobs = false;
+    let strict = router(state);
+    send(
+        &strict,
+        req("POST", &format!("/v2/s/blobs/uploads/?digest={d}"), data),
+    )
+    .await;
+    let (status, _, body) = send(
+        &strict,
+        req("DELETE", &format!("/v2/s/blobs/{d}"), Body::empty()),
+    )
+    .await;
+    assert_eq!(
+        (status, error_code(&body)),
+        (StatusCode::METHOD_NOT_ALLOWED, "UNSUPPORTED".into())
+    );
+    let (status, _, _) = send(
+        &strict,
+        req("GET", &format!("/v2/s/blobs/{d}"), Body::empty()),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+}
