@@ -216,7 +216,7 @@ async fn push_pull_and_validate_manifests() {
         (s, code(&body)),
         (StatusCode::BAD_REQUEST, "MANIFEST_BLOB_UNKNOWN".into())
     );
-    let sparse = app_with_blobs_elsewhere().await;
+    let sparse = app(true).await;
     let (s, _, _) = send(
         &sparse,
         req(
@@ -264,10 +264,6 @@ async fn push_pull_and_validate_manifests() {
     )
     .await;
     assert_eq!(s, StatusCode::NOT_FOUND);
-}
-
-async fn app_with_blobs_elsewhere() -> axum::Router {
-    app(true).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
