@@ -216,7 +216,7 @@ async fn push_pull_and_validate_manifests() {
         (s, code(&body)),
         (StatusCode::BAD_REQUEST, "MANIFEST_BLOB_UNKNOWN".into())
     );
-    let sparse = app(true).await;
+    let sparse = crate::app(true).await;
     let (s, _, _) = send(
         &sparse,
         req(
