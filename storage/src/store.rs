@@ -206,9 +206,7 @@ impl Store {
         let Some(meta) = self.inner.backend.head(&key).await? else {
             return Ok(None);
         };
-        let n = meta.size.min(recipe::HEADER_MAX);
-        let head = self.inner.backend.get_range(&key, 0..n).await?;
-        let header = Recipe::decode_header(&head, key.as_ref())?;
+        let header = read_recipe_header(&self.inner.backend, &key, meta.size).await?;
         if &header.digest != digest {
             return Err(Error::corrupt(
                 key.as_ref(),
@@ -729,9 +727,7 @@ impl Store {
             .map(|m| {
                 let backend = backend.clone();
                 async move {
-                    let n = m.size.min(recipe::HEADER_MAX);
-                    let head = backend.get_range(&m.location, 0..n).await?;
-                    let h = Recipe::decode_header(&head, m.location.as_ref())?;
+                    let h = read_recipe_header(&backend, &m.location, m.size).await?;
                     Ok::<_, Error>((h.size, if h.inline { h.size } else { 0 }))
                 }
             })
@@ -747,6 +743,19 @@ impl Store {
         stats.indexed_chunks = self.index_stats().chunks as u64;
         Ok(stats)
     }
+}
+
+/// A recipe's header without its (possibly large) body: one short ranged read of an
+/// object known to be `size` bytes.
+async fn read_recipe_header(
+    backend: &Backend,
+    key: &object_store::path::Path,
+    size: u64,
+) -> Result<recipe::Header> {
+    let head = backend
+        .get_range(key, 0..size.min(recipe::HEADER_MAX))
+        .await?;
+    Recipe::decode_header(&head, key.as_ref())
 }
 
 async fn load_or_create_identity(
