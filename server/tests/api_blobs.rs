@@ -4,46 +4,21 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
-use http_body_util::BodyExt;
+use common::{error_code, request, send};
 use stowage_server::{AppState, router};
 use stowage_storage::{Digest, Store, StoreOptions};
-use tower::ServiceExt;
 
 async fn app() -> axum::Router {
     let store = Store::open(StoreOptions::new("memory://")).await.unwrap();
     router(AppState::new(store))
 }
 
-async fn send(
-    app: &axum::Router,
-    req: Request<Body>,
-) -> (StatusCode, axum::http::HeaderMap, Vec<u8>) {
-    let resp = app.clone().oneshot(req).await.unwrap();
-    let status = resp.status();
-    let headers = resp.headers().clone();
-    let body = resp
-        .into_body()
-        .collect()
-        .await
-        .unwrap()
-        .to_bytes()
-        .to_vec();
-    (status, headers, body)
-}
-
 fn req(method: &str, uri: &str, body: impl Into<Body>) -> Request<Body> {
-    Request::builder()
-        .method(method)
-        .uri(uri)
-        .body(body.into())
-        .unwrap()
-}
-
-fn error_code(body: &[u8]) -> String {
-    let v: serde_json::Value = serde_json::from_slice(body).unwrap();
-    v["errors"][0]["code"].as_str().unwrap().to_string()
+    request(method, uri, None, body)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

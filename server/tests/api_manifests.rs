@@ -4,50 +4,20 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use axum::body::Body;
-use axum::http::{Request, StatusCode, header};
-use http_body_util::BodyExt;
+use axum::http::{StatusCode, header};
+use common::{error_code as code, request as req, send};
 use stowage_server::{AppState, router};
 use stowage_storage::manifest::{OCI_INDEX, OCI_MANIFEST};
 use stowage_storage::{Digest, Store, StoreOptions};
-use tower::ServiceExt;
 
 async fn app(sparse: bool) -> axum::Router {
     let store = Store::open(StoreOptions::new("memory://")).await.unwrap();
     let mut state = AppState::new(store);
     state.allow_sparse = sparse;
     router(state)
-}
-
-async fn send(
-    app: &axum::Router,
-    req: Request<Body>,
-) -> (StatusCode, axum::http::HeaderMap, Vec<u8>) {
-    let resp = app.clone().oneshot(req).await.unwrap();
-    let (status, headers) = (resp.status(), resp.headers().clone());
-    (
-        status,
-        headers,
-        resp.into_body()
-            .collect()
-            .await
-            .unwrap()
-            .to_bytes()
-            .to_vec(),
-    )
-}
-
-fn req(method: &str, uri: &str, ct: Option<&str>, body: impl Into<Body>) -> Request<Body> {
-    let mut b = Request::builder().method(method).uri(uri);
-    if let Some(ct) = ct {
-        b = b.header(header::CONTENT_TYPE, ct);
-    }
-    b.body(body.into()).unwrap()
-}
-
-fn code(body: &[u8]) -> String {
-    let v: serde_json::Value = serde_json::from_slice(body).unwrap();
-    v["errors"][0]["code"].as_str().unwrap().to_string()
 }
 
 async fn push_blob(app: &axum::Router, repo: &str, data: &[u8]) -> Digest {
