@@ -11,8 +11,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use futures::TryStreamExt;
 use stowage_storage::manifest::{self, Kind};
-use stowage_storage::{Descriptor, Digest, Reference, RepoName, Store, UploadId};
+use stowage_storage::{Descriptor, Digest, ManifestLink, Reference, RepoName, Store, UploadId};
 
+use crate::accept::Accept;
 use crate::error::{ApiError, ErrorCode};
 use crate::route::{self, Route};
 
@@ -421,21 +422,24 @@ impl Request<'_> {
     ) -> Result<Response, ApiError> {
         let digest = self.resolve(name, reference).await?;
         let repo = self.store().repository(name);
-        let unknown = || {
+        let link = repo.manifest_link(&digest).await?.ok_or_else(|| {
             ApiError::new(
                 StatusCode::NOT_FOUND,
                 ErrorCode::ManifestUnknown,
                 format!("manifest {reference} is not in repository {name}"),
             )
-        };
-        let (link, bytes) = if body {
-            let m = repo.manifest(&digest).await?.ok_or_else(unknown)?;
-            (m.link, Body::from(m.bytes))
+        })?;
+        let accept = Accept::from_headers(self.headers);
+        let (digest, link) = if accept.allows(&link.media_type) {
+            (digest, link)
         } else {
-            (
-                repo.manifest_link(&digest).await?.ok_or_else(unknown)?,
-                Body::empty(),
-            )
+            self.platform_fallback(name, reference, &digest, &link.media_type, &accept)
+                .await?
+        };
+        let bytes = if body {
+            Body::from(self.store().blob_bytes(&digest).await?)
+        } else {
+            Body::empty()
         };
         Response::builder()
             .status(StatusCode::OK)
@@ -450,6 +454,42 @@ impl Request<'_> {
                     e.to_string(),
                 )
             })
+    }
+
+    /// For a client that does not accept the stored type: an index's linux/amd64
+    /// child when the client reads that child's type, else MANIFEST_UNKNOWN.
+    async fn platform_fallback(
+        &self,
+        name: &RepoName,
+        reference: &Reference,
+        digest: &Digest,
+        stored: &str,
+        accept: &Accept,
+    ) -> Result<(Digest, ManifestLink), ApiError> {
+        let not_acceptable = || {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                ErrorCode::ManifestUnknown,
+                format!(
+                    "manifest {reference} in {name} is a {stored}, which the request's Accept header excludes"
+                ),
+            )
+        };
+        if manifest::kind_of(stored) != Some(Kind::Index) {
+            return Err(not_acceptable());
+        }
+        let index = self.store().blob_bytes(digest).await?;
+        let Some(child) = manifest::platform_child(&index, "linux", "amd64") else {
+            return Err(not_acceptable());
+        };
+        let link = self
+            .store()
+            .repository(name)
+            .manifest_link(&child.digest)
+            .await?
+            .filter(|l| accept.allows(&l.media_type))
+            .ok_or_else(not_acceptable)?;
+        Ok((child.digest, link))
     }
 
     async fn put_manifest(

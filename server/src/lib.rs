@@ -1,6 +1,7 @@
 //! Stowage's front end: the OCI Distribution API over the storage engine. The binary
 //! (`src/main.rs`) wires configuration and the operator commands around it.
 
+pub mod accept;
 pub mod api;
 pub mod config;
 pub mod error;

@@ -352,3 +352,100 @@ async fn tags_catalog_and_referrers() {
     assert_eq!(v["manifests"][0]["artifactType"], "application/spdx+json");
     assert_eq!(h["oci-filters-applied"], "artifactType");
 }
+
+/// A GET with these `Accept` headers: status, `Content-Type`, `Docker-Content-Digest`.
+async fn get_accepting(
+    app: &axum::Router,
+    uri: &str,
+    accept: &[&str],
+) -> (StatusCode, String, String) {
+    let mut b = axum::http::Request::builder().uri(uri);
+    for a in accept {
+        b = b.header(header::ACCEPT, *a);
+    }
+    let (s, h, body) = send(app, b.body(Body::empty()).unwrap()).await;
+    let get = |k: &str| {
+        h.get(k)
+            .map(|v| v.to_str().unwrap().to_string())
+            .unwrap_or_default()
+    };
+    if s == StatusCode::OK {
+        assert_eq!(
+            Digest::sha256(&body).to_string(),
+            get("docker-content-digest")
+        );
+    } else {
+        assert_eq!(code(&body), "MANIFEST_UNKNOWN");
+    }
+    (s, get("content-type"), get("docker-content-digest"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn accept_negotiation() {
+    use stowage_storage::manifest::{DOCKER_LIST, DOCKER_MANIFEST};
+    let app = app(false).await;
+    let config = push_blob(&app, "neg", b"{}").await;
+    let layer = push_blob(&app, "neg", b"layer").await;
+    let img = image(
+        &config,
+        &layer,
+        None,
+        "application/vnd.oci.image.config.v1+json",
+    );
+    let img_digest = Digest::sha256(&img);
+    let (s, _, _) = send(
+        &app,
+        req("PUT", "/v2/neg/manifests/img", Some(OCI_MANIFEST), img),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED);
+    let index = format!(
+        r#"{{"schemaVersion":2,"mediaType":"{OCI_INDEX}","manifests":[{{"mediaType":"{OCI_MANIFEST}","digest":"{img_digest}","size":1,"platform":{{"os":"linux","architecture":"amd64"}}}}]}}"#
+    );
+    let index_digest = Digest::sha256(index.as_bytes());
+    let (s, _, _) = send(
+        &app,
+        req("PUT", "/v2/neg/manifests/multi", Some(OCI_INDEX), index),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED);
+    let (img, index) = (img_digest.to_string(), index_digest.to_string());
+
+    // No Accept, or one naming no manifest type: served as stored.
+    for accept in [&[][..], &["application/json"], &["*/*"]] {
+        let got = get_accepting(&app, "/v2/neg/manifests/multi", accept).await;
+        assert_eq!(got, (StatusCode::OK, OCI_INDEX.into(), index.clone()));
+    }
+    // The stored type among several headers and lists, with parameters.
+    let got = get_accepting(
+        &app,
+        "/v2/neg/manifests/multi",
+        &[
+            DOCKER_MANIFEST,
+            &format!("{DOCKER_LIST}, {OCI_INDEX};q=0.9"),
+        ],
+    )
+    .await;
+    assert_eq!(got, (StatusCode::OK, OCI_INDEX.into(), index.clone()));
+    // A client that reads OCI images but not indexes gets the linux/amd64 child.
+    let got = get_accepting(&app, "/v2/neg/manifests/multi", &[OCI_MANIFEST]).await;
+    assert_eq!(got, (StatusCode::OK, OCI_MANIFEST.into(), img.clone()));
+    // A Docker-only client gets a clear MANIFEST_UNKNOWN, for images and indexes.
+    for tag in ["multi", "img"] {
+        let got = get_accepting(
+            &app,
+            &format!("/v2/neg/manifests/{tag}"),
+            &[DOCKER_MANIFEST, DOCKER_LIST],
+        )
+        .await;
+        assert_eq!(got.0, StatusCode::NOT_FOUND);
+    }
+    // Explicitly refused with q=0.
+    let got = get_accepting(
+        &app,
+        "/v2/neg/manifests/img",
+        &[&format!("*/*, {OCI_MANIFEST};q=0")],
+    )
+    .await;
+    assert_eq!(got.0, StatusCode::NOT_FOUND);
+}

@@ -200,6 +200,41 @@ pub fn parse(content_type: &str, bytes: &[u8]) -> Result<Parsed, Invalid> {
     Ok(parsed)
 }
 
+/// The child of an index built for `os`/`architecture`, for clients that cannot read
+/// indexes (they are served that child instead, as Docker's registry does).
+pub fn platform_child(index: &[u8], os: &str, architecture: &str) -> Option<Descriptor> {
+    #[derive(Deserialize)]
+    struct Platform {
+        os: String,
+        architecture: String,
+    }
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Child {
+        media_type: String,
+        digest: String,
+        size: u64,
+        platform: Option<Platform>,
+    }
+    #[derive(Deserialize)]
+    struct Index {
+        manifests: Vec<Child>,
+    }
+    let index: Index = serde_json::from_slice(index).ok()?;
+    let child = index.manifests.into_iter().find(|c| {
+        c.platform
+            .as_ref()
+            .is_some_and(|p| p.os == os && p.architecture == architecture)
+    })?;
+    Some(Descriptor {
+        media_type: child.media_type,
+        digest: Digest::parse(&child.digest).ok()?,
+        size: child.size,
+        artifact_type: None,
+        annotations: None,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
