@@ -9,12 +9,12 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
-use futures::TryStreamExt;
+use futures::{StreamExt as _, TryStreamExt};
 use stowage_storage::manifest::{self, Kind};
 use stowage_storage::{Descriptor, Digest, ManifestLink, Reference, RepoName, Store, UploadId};
 
 use crate::accept::Accept;
-use crate::error::{ApiError, ErrorCode};
+use crate::error::{ApiError, BodyTooLarge, ErrorCode};
 use crate::route::{self, Route};
 
 /// What every handler shares.
@@ -27,8 +27,14 @@ pub struct AppState {
     pub allow_sparse: bool,
     /// Largest manifest accepted; larger ones get 413.
     pub max_manifest_bytes: usize,
+    /// Largest blob accepted (monolithic or all chunks together); 413 above. None:
+    /// unlimited (bodies are streamed, so size costs disk, not memory).
+    pub max_blob_bytes: Option<u64>,
     /// Which DELETE requests are served (the others get 405 UNSUPPORTED).
     pub deletes: Deletes,
+    /// Base URL clients reach the registry by (behind a proxy); `Location` and `Link`
+    /// headers are made absolute with it. Relative when unset.
+    pub public_url: Option<String>,
 }
 
 /// Which kinds of DELETE the registry accepts; operators of shared registries often
@@ -61,7 +67,9 @@ impl AppState {
             store,
             allow_sparse: false,
             max_manifest_bytes: 4 << 20,
+            max_blob_bytes: None,
             deletes: Deletes::default(),
+            public_url: None,
         }
     }
 }
@@ -149,7 +157,28 @@ async fn dispatch(
         }
     }
     .await;
-    with_api_version(result.unwrap_or_else(IntoResponse::into_response))
+    let resp = with_api_version(result.unwrap_or_else(IntoResponse::into_response));
+    match &state.public_url {
+        Some(base) => absolute_urls(resp, base),
+        None => resp,
+    }
+}
+
+/// Prefixes the paths in `Location` and `Link` headers with the public base URL.
+fn absolute_urls(mut resp: Response, base: &str) -> Response {
+    let base = base.trim_end_matches('/');
+    for (name, open) in [(header::LOCATION, ""), (header::LINK, "<")] {
+        let Some(value) = resp.headers().get(&name).and_then(|v| v.to_str().ok()) else {
+            continue;
+        };
+        let Some(path) = value.strip_prefix(open).filter(|p| p.starts_with('/')) else {
+            continue;
+        };
+        if let Ok(v) = HeaderValue::from_str(&format!("{open}{base}{path}")) {
+            resp.headers_mut().insert(name, v);
+        }
+    }
+    resp
 }
 
 struct Request<'a> {
@@ -171,15 +200,39 @@ fn upload_range(offset: u64) -> String {
     format!("0-{}", offset.saturating_sub(1))
 }
 
-fn body_stream(
-    body: Body,
-) -> impl futures::Stream<Item = Result<bytes::Bytes, axum::Error>> + Send {
-    body.into_data_stream()
-}
-
 impl Request<'_> {
     fn store(&self) -> &Store {
         &self.state.store
+    }
+
+    /// A blob request's body as a stream that fails with [`BodyTooLarge`] once the
+    /// blob (`already` bytes plus this body) passes the limit; refused at once when
+    /// `Content-Length` already says so.
+    fn blob_body(
+        &self,
+        body: Body,
+        already: u64,
+    ) -> Result<
+        impl futures::Stream<Item = Result<bytes::Bytes, axum::Error>> + Send + use<>,
+        ApiError,
+    > {
+        let limit = self.state.max_blob_bytes.unwrap_or(u64::MAX);
+        let declared = self
+            .header(header::CONTENT_LENGTH)
+            .and_then(|l| l.parse::<u64>().ok())
+            .unwrap_or(0);
+        if already.saturating_add(declared) > limit {
+            return Err(BodyTooLarge { limit }.into());
+        }
+        let mut seen = already;
+        Ok(body.into_data_stream().map(move |chunk| {
+            let chunk = chunk?;
+            seen = seen.saturating_add(chunk.len() as u64);
+            if seen > limit {
+                return Err(axum::Error::new(BodyTooLarge { limit }));
+            }
+            Ok(chunk)
+        }))
     }
 
     fn header(&self, name: header::HeaderName) -> Option<&str> {
@@ -255,7 +308,7 @@ impl Request<'_> {
             // Not mountable: fall back to an ordinary upload session, as the spec says.
         } else if let Some(d) = self.query.get("digest") {
             let digest = Digest::parse(d)?;
-            repo.put_blob(&digest, body_stream(body)).await?;
+            repo.put_blob(&digest, self.blob_body(body, 0)?).await?;
             return Ok(created(&blob_location(name, &digest), &digest));
         }
         let status = self.store().start_upload(name).await?;
@@ -295,10 +348,8 @@ impl Request<'_> {
             Some(o) => o,
             None => self.store().upload_status(id, name).await?.offset,
         };
-        let status = self
-            .store()
-            .append_upload(id, name, offset, body_stream(body))
-            .await?;
+        let body = self.blob_body(body, offset)?;
+        let status = self.store().append_upload(id, name, offset, body).await?;
         Ok(accepted(name, id, status.offset))
     }
 
@@ -317,8 +368,14 @@ impl Request<'_> {
         })?;
         let digest = Digest::parse(digest)?;
         let offset = self.append_offset(name, id).await?;
+        let already = match (offset, self.state.max_blob_bytes) {
+            (Some(o), _) => o,
+            (None, Some(_)) => self.store().upload_status(id, name).await?.offset,
+            (None, None) => 0,
+        };
+        let body = self.blob_body(body, already)?;
         self.store()
-            .finish_upload(id, name, offset, body_stream(body), &digest)
+            .finish_upload(id, name, offset, body, &digest)
             .await?;
         Ok(created(&blob_location(name, &digest), &digest))
     }

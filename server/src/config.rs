@@ -21,8 +21,24 @@ pub struct FileConfig {
     pub allow_sparse_manifests: Option<bool>,
     /// Largest manifest accepted, in bytes.
     pub max_manifest_bytes: Option<usize>,
+    /// Largest blob accepted, in bytes (unlimited when unset).
+    pub max_blob_bytes: Option<u64>,
+    /// Seconds a request body may stall before the request is dropped.
+    pub body_timeout_secs: Option<u64>,
     /// Which DELETE requests are served.
     pub delete: Option<crate::api::Deletes>,
+    /// Serve HTTPS with this certificate and key.
+    pub tls: Option<TlsConfig>,
+}
+
+/// PEM files for HTTPS.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// Certificate chain, leaf first.
+    pub cert: std::path::PathBuf,
+    /// Private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: std::path::PathBuf,
 }
 
 impl FileConfig {
@@ -47,8 +63,14 @@ pub struct ServeConfig {
     pub allow_sparse_manifests: bool,
     /// See [`FileConfig::max_manifest_bytes`].
     pub max_manifest_bytes: usize,
+    /// See [`FileConfig::max_blob_bytes`].
+    pub max_blob_bytes: Option<u64>,
+    /// See [`FileConfig::body_timeout_secs`].
+    pub body_timeout: std::time::Duration,
     /// See [`FileConfig::delete`].
     pub deletes: crate::api::Deletes,
+    /// See [`FileConfig::tls`].
+    pub tls: Option<TlsConfig>,
 }
 
 /// Values given on the command line or in the environment (clap merges those two).
@@ -62,6 +84,10 @@ pub struct Overrides {
     pub s3_endpoint: Option<String>,
     /// `--public-url` / `STOWAGE_PUBLIC_URL`.
     pub public_url: Option<String>,
+    /// `--tls-cert` / `STOWAGE_TLS_CERT`.
+    pub tls_cert: Option<std::path::PathBuf>,
+    /// `--tls-key` / `STOWAGE_TLS_KEY`.
+    pub tls_key: Option<std::path::PathBuf>,
 }
 
 /// Default listen address: loopback only, so a fresh install exposes nothing.
@@ -91,13 +117,30 @@ impl ServeConfig {
         }
         let mut store = StoreOptions::new(backend.url.clone());
         store.backend = backend;
+        let public_url = over.public_url.or(file.public_url);
+        if let Some(u) = &public_url {
+            let parsed = url::Url::parse(u)
+                .map_err(|e| anyhow::anyhow!("public URL {u:?} is not a URL: {e}"))?;
+            anyhow::ensure!(
+                matches!(parsed.scheme(), "http" | "https") && parsed.query().is_none(),
+                "public URL {u:?} must be http(s)://host[:port][/path]"
+            );
+        }
+        let tls = match (over.tls_cert, over.tls_key, file.tls) {
+            (Some(cert), Some(key), _) => Some(TlsConfig { cert, key }),
+            (None, None, file) => file,
+            _ => anyhow::bail!("TLS needs both a certificate and a key"),
+        };
         Ok(ServeConfig {
             listen,
-            public_url: over.public_url.or(file.public_url),
+            public_url,
             store,
             allow_sparse_manifests: file.allow_sparse_manifests.unwrap_or(false),
             max_manifest_bytes: file.max_manifest_bytes.unwrap_or(4 << 20),
+            max_blob_bytes: file.max_blob_bytes,
+            body_timeout: std::time::Duration::from_secs(file.body_timeout_secs.unwrap_or(300)),
             deletes: file.delete.unwrap_or_default(),
+            tls,
         })
     }
 }
@@ -145,6 +188,18 @@ mod tests {
         .unwrap();
         assert_eq!(c.listen.port(), 7000);
         assert_eq!(c.store.backend.url, "/srv/stowage");
+        for bad in [
+            Overrides {
+                public_url: Some("registry.example.com".into()),
+                ..Default::default()
+            },
+            Overrides {
+                tls_cert: Some("cert.pem".into()),
+                ..Default::default()
+            },
+        ] {
+            assert!(ServeConfig::resolve(FileConfig::default(), bad).is_err());
+        }
         assert!(
             toml::from_str::<FileConfig>("nonsense = 1").is_err(),
             "unknown keys are errors"

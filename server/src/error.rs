@@ -91,6 +91,36 @@ impl ApiError {
     }
 }
 
+/// A blob request body that passed `max_blob_bytes`; raised inside the body stream,
+/// so it reaches here wrapped in the store's body error.
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+#[error("blobs are limited to {limit} bytes")]
+pub struct BodyTooLarge {
+    /// The configured limit.
+    pub limit: u64,
+}
+
+impl BodyTooLarge {
+    fn in_chain(mut e: &(dyn std::error::Error + 'static)) -> Option<BodyTooLarge> {
+        loop {
+            if let Some(t) = e.downcast_ref::<BodyTooLarge>() {
+                return Some(*t);
+            }
+            e = e.source()?;
+        }
+    }
+}
+
+impl From<BodyTooLarge> for ApiError {
+    fn from(e: BodyTooLarge) -> Self {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorCode::SizeInvalid,
+            e.to_string(),
+        )
+    }
+}
+
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         use StatusCode as S;
@@ -132,7 +162,10 @@ impl From<StoreError> for ApiError {
             StoreError::Conflict { .. } => {
                 ApiError::new(S::CONFLICT, ErrorCode::BlobUploadInvalid, msg)
             }
-            StoreError::Body(_) => ApiError::new(S::BAD_REQUEST, ErrorCode::BlobUploadInvalid, msg),
+            StoreError::Body(source) => match BodyTooLarge::in_chain(source.as_ref()) {
+                Some(too_large) => too_large.into(),
+                None => ApiError::new(S::BAD_REQUEST, ErrorCode::BlobUploadInvalid, msg),
+            },
             _ => ApiError::internal(&e),
         }
     }

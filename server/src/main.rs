@@ -43,6 +43,12 @@ enum Command {
         /// The address clients reach the registry at.
         #[arg(long, env = "STOWAGE_PUBLIC_URL")]
         public_url: Option<String>,
+        /// Serve HTTPS with this PEM certificate chain (needs --tls-key).
+        #[arg(long, env = "STOWAGE_TLS_CERT", requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        /// The certificate's PEM private key.
+        #[arg(long, env = "STOWAGE_TLS_KEY", requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
     },
     /// Store files as blobs; prints each digest and what deduplication saved.
     Put {
@@ -80,26 +86,14 @@ enum Command {
 
 async fn serve(
     config: Option<PathBuf>,
-    listen: Option<String>,
-    public_url: Option<String>,
-    storage: Option<String>,
-    s3_endpoint: Option<String>,
+    overrides: stowage_server::config::Overrides,
 ) -> anyhow::Result<()> {
-    use stowage_server::config::{FileConfig, Overrides, ServeConfig};
+    use stowage_server::config::{FileConfig, ServeConfig};
     let file = match config {
         Some(path) => FileConfig::load(&path)?,
         None => FileConfig::default(),
     };
-    let config = ServeConfig::resolve(
-        file,
-        Overrides {
-            listen,
-            storage,
-            s3_endpoint,
-            public_url,
-        },
-    )?;
-    stowage_server::serve::run(config).await
+    stowage_server::serve::run(ServeConfig::resolve(file, overrides)?).await
 }
 
 impl Cli {
@@ -137,7 +131,19 @@ async fn main() -> std::process::ExitCode {
             config,
             listen,
             public_url,
-        } => serve(config, listen, public_url, cli.storage, cli.s3_endpoint).await,
+            tls_cert,
+            tls_key,
+        } => {
+            let overrides = stowage_server::config::Overrides {
+                listen,
+                storage: cli.storage,
+                s3_endpoint: cli.s3_endpoint,
+                public_url,
+                tls_cert,
+                tls_key,
+            };
+            serve(config, overrides).await
+        }
         Command::Put {
             files,
             sha512,

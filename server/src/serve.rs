@@ -18,10 +18,14 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
     let mut state = AppState::new(store);
     state.allow_sparse = config.allow_sparse_manifests;
     state.max_manifest_bytes = config.max_manifest_bytes;
+    state.max_blob_bytes = config.max_blob_bytes;
     state.deletes = config.deletes;
+    state.public_url = config.public_url.clone();
     let app = router(state)
         .layer(CatchPanicLayer::new())
-        .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(Duration::from_secs(300)))
+        .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
+            config.body_timeout,
+        ))
         .layer(
             TraceLayer::new_for_http()
                 .make_span_with(|req: &Request<_>| {
@@ -34,14 +38,54 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
                     },
                 ),
         );
-    let listener = tokio::net::TcpListener::bind(config.listen).await?;
+    let listener = std::net::TcpListener::bind(config.listen)?;
+    listener.set_nonblocking(true)?;
     let addr = listener.local_addr()?;
-    tracing::info!(%addr, public_url = ?config.public_url, "stowage listening");
+    let handle = axum_server::Handle::new();
+    tokio::spawn({
+        let handle = handle.clone();
+        async move {
+            shutdown_signal().await;
+            tracing::info!("shutting down: finishing requests in flight");
+            // In-flight requests finish; stalled bodies end at the body timeout.
+            handle.graceful_shutdown(None);
+        }
+    });
+    let rustls = match &config.tls {
+        Some(tls) => {
+            // One provider for the process, whatever else linked rustls in.
+            let _ = rustls::crypto::ring::default_provider().install_default();
+            let loaded =
+                axum_server::tls_rustls::RustlsConfig::from_pem_file(&tls.cert, &tls.key).await;
+            Some(loaded.map_err(|e| {
+                anyhow::anyhow!(
+                    "TLS certificate {} / key {}: {e}",
+                    tls.cert.display(),
+                    tls.key.display()
+                )
+            })?)
+        }
+        None => None,
+    };
+    let scheme = if rustls.is_some() { "https" } else { "http" };
+    tracing::info!(%addr, scheme, public_url = ?config.public_url, "stowage listening");
     // Tests and scripts read the bound address (the port may have been 0) from here.
     println!("listening on {addr}");
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
+    let service = app.into_make_service();
+    match rustls {
+        Some(rustls) => {
+            axum_server::from_tcp_rustls(listener, rustls)?
+                .handle(handle)
+                .serve(service)
+                .await?
+        }
+        None => {
+            axum_server::from_tcp(listener)?
+                .handle(handle)
+                .serve(service)
+                .await?
+        }
+    }
     tracing::info!("stowage stopped");
     Ok(())
 }
