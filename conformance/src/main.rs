@@ -1,0 +1,3 @@
+//! `stowage-conformance`: runs the conformance cases against a registry URL.
+
+fn main() {}
