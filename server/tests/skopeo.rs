@@ -126,3 +126,61 @@ fn copy_inspect_list_copy_back_and_delete(s3: bool) {
         .unwrap();
     assert!(!out.status.success(), "deleted tag still inspectable");
 }
+
+/// A multi-platform index copied in with `--all`, read back raw, and copied out whole.
+#[test]
+fn copy_an_index_with_all_its_images() {
+    let dir = tempfile::tempdir().unwrap();
+    let (storage, _guard) = fresh_storage(false);
+    let server = Server::start(env!("CARGO_BIN_EXE_stowage").as_ref(), &storage, &[]);
+    let base = tar(&[("etc/os-release", b"ID=stowage\n".as_slice())]);
+    let build = |arch: &str| {
+        Image::build(&ImageSpec {
+            layers: vec![
+                (base.clone(), true),
+                (tar(&[("app", arch.as_bytes())]), true),
+            ],
+            labels: BTreeMap::new(),
+            env: vec![],
+            cmd: vec!["/app"],
+            architecture: arch,
+        })
+    };
+    let (amd64, arm64) = (build("amd64"), build("arm64"));
+    let index =
+        stowage_tests::oci::index(&[(&amd64, "linux", "amd64"), (&arm64, "linux", "arm64")]);
+    let src = dir.path().join("src");
+    Layout::new(&src).add_index(&index, &[&amd64, &arm64], "multi");
+    let reference = format!("docker://{}/multi/app:multi", server.addr);
+    skopeo(&[
+        "copy",
+        "--all",
+        "--dest-tls-verify=false",
+        "--preserve-digests",
+        &format!("oci:{}:multi", src.display()),
+        &reference,
+    ]);
+    let raw = skopeo(&["inspect", "--raw", "--tls-verify=false", &reference]);
+    assert!(raw.stdout == index.bytes, "the index is served as pushed");
+
+    let back = dir.path().join("back");
+    skopeo(&[
+        "copy",
+        "--all",
+        "--src-tls-verify=false",
+        "--preserve-digests",
+        &reference,
+        &format!("oci:{}:multi", back.display()),
+    ]);
+    for blob in std::iter::once(&index)
+        .chain(amd64.blobs())
+        .chain(arm64.blobs())
+    {
+        let got = std::fs::read(back.join("blobs/sha256").join(blob.digest.hex())).unwrap();
+        assert!(
+            got == blob.bytes,
+            "{} differs after the round trip",
+            blob.digest
+        );
+    }
+}

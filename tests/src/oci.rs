@@ -119,12 +119,12 @@ impl Image {
         );
         let manifest = serde_json::json!({
             "schemaVersion": 2,
-            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "mediaType": OCI_MANIFEST,
             "config": config.descriptor(),
             "layers": layers.iter().map(Blob::descriptor).collect::<Vec<_>>(),
         });
         let manifest = Blob::new(
-            "application/vnd.oci.image.manifest.v1+json",
+            OCI_MANIFEST,
             serde_json::to_vec(&manifest).expect("manifest json"),
         );
         Image {
@@ -134,12 +134,63 @@ impl Image {
         }
     }
 
+    /// An artifact: an image manifest with `artifactType`, the empty config and one
+    /// layer of `payload`, referring to `subject` (a signature or an SBOM, say).
+    pub fn artifact(
+        subject: &Blob,
+        artifact_type: &str,
+        payload: &[u8],
+        annotations: BTreeMap<&str, &str>,
+    ) -> Image {
+        let config = Blob::new(EMPTY_CONFIG, b"{}".to_vec());
+        let layer = Blob::new("application/octet-stream", payload.to_vec());
+        let manifest = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "artifactType": artifact_type,
+            "config": config.descriptor(),
+            "layers": [layer.descriptor()],
+            "subject": subject.descriptor(),
+            "annotations": annotations,
+        });
+        Image {
+            manifest: Blob::new(OCI_MANIFEST, serde_json::to_vec(&manifest).expect("json")),
+            config,
+            layers: vec![layer],
+        }
+    }
+
     /// Every blob of the image, manifest included.
     pub fn blobs(&self) -> impl Iterator<Item = &Blob> {
         std::iter::once(&self.manifest)
             .chain(std::iter::once(&self.config))
             .chain(self.layers.iter())
     }
+}
+
+/// The OCI image manifest media type.
+pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+/// The OCI index media type.
+pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+/// The empty config artifacts carry.
+pub const EMPTY_CONFIG: &str = "application/vnd.oci.empty.v1+json";
+
+/// An OCI index of images, each with its platform (`os`, `architecture`).
+pub fn index(children: &[(&Image, &str, &str)]) -> Blob {
+    let manifests: Vec<_> = children
+        .iter()
+        .map(|(image, os, arch)| {
+            let mut d = image.manifest.descriptor();
+            d["platform"] = serde_json::json!({ "os": os, "architecture": arch });
+            d
+        })
+        .collect();
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_INDEX,
+        "manifests": manifests,
+    });
+    Blob::new(OCI_INDEX, serde_json::to_vec(&index).expect("index json"))
 }
 
 /// An OCI image layout directory being filled.
@@ -162,11 +213,28 @@ impl Layout {
 
     /// Adds an image's blobs and names its manifest `tag`.
     pub fn add_image(&mut self, image: &Image, tag: &str) -> &mut Self {
-        for blob in image.blobs() {
+        self.add_blobs(image.blobs());
+        self.add_ref(&image.manifest, tag)
+    }
+
+    /// Adds an index, the images it lists, and names the index `tag`.
+    pub fn add_index(&mut self, index: &Blob, images: &[&Image], tag: &str) -> &mut Self {
+        for image in images {
+            self.add_blobs(image.blobs());
+        }
+        self.add_blobs([index]);
+        self.add_ref(index, tag)
+    }
+
+    fn add_blobs<'b>(&self, blobs: impl IntoIterator<Item = &'b Blob>) {
+        for blob in blobs {
             let path = self.dir.join("blobs/sha256").join(blob.digest.hex());
             std::fs::write(path, &blob.bytes).expect("blob");
         }
-        let mut d = image.manifest.descriptor();
+    }
+
+    fn add_ref(&mut self, manifest: &Blob, tag: &str) -> &mut Self {
+        let mut d = manifest.descriptor();
         d["annotations"] = serde_json::json!({ "org.opencontainers.image.ref.name": tag });
         self.refs.push(d);
         self.write_index();
