@@ -5,13 +5,15 @@ use std::collections::HashMap;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, Query, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use futures::{StreamExt as _, TryStreamExt};
 use stowage_storage::manifest::{self, Kind};
-use stowage_storage::{Descriptor, Digest, ManifestLink, Reference, RepoName, Store, UploadId};
+use stowage_storage::{
+    Descriptor, Digest, ManifestLink, Reference, RepoName, Store, Tag, UploadId,
+};
 
 use crate::accept::Accept;
 use crate::error::{ApiError, BodyTooLarge, ErrorCode};
@@ -95,6 +97,9 @@ pub fn router(state: AppState) -> Router {
 
 const API_VERSION: &str = "registry/2.0";
 
+/// Most `?tag=` parameters one manifest push may carry (the spec asks for at least 10).
+const MAX_TAGS_PER_PUSH: usize = 100;
+
 fn with_api_version(mut resp: Response) -> Response {
     resp.headers_mut().insert(
         "Docker-Distribution-API-Version",
@@ -119,6 +124,7 @@ async fn dispatch(
     method: Method,
     Path(rest): Path<String>,
     Query(query): Query<HashMap<String, String>>,
+    RawQuery(raw_query): RawQuery,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
@@ -127,6 +133,7 @@ async fn dispatch(
         let req = Request {
             state: &state,
             query: &query,
+            raw_query: raw_query.as_deref().unwrap_or(""),
             headers: &headers,
         };
         match (route, method) {
@@ -183,7 +190,10 @@ fn absolute_urls(mut resp: Response, base: &str) -> Response {
 
 struct Request<'a> {
     state: &'a AppState,
+    /// The query, one value per key.
     query: &'a HashMap<String, String>,
+    /// The query as sent, for keys that repeat (`?tag=a&tag=b`).
+    raw_query: &'a str,
     headers: &'a HeaderMap,
 }
 
@@ -549,6 +559,23 @@ impl Request<'_> {
         Ok((child.digest, link))
     }
 
+    /// The `tag` query parameters of a manifest push (tags given beside a digest),
+    /// all checked before anything is stored.
+    fn tag_params(&self) -> Result<Vec<Tag>, ApiError> {
+        let tags: Vec<Tag> = url::form_urlencoded::parse(self.raw_query.as_bytes())
+            .filter(|(k, _)| k == "tag")
+            .map(|(_, v)| Tag::parse(&v))
+            .collect::<Result<_, _>>()?;
+        if tags.len() > MAX_TAGS_PER_PUSH {
+            return Err(ApiError::new(
+                StatusCode::URI_TOO_LONG,
+                ErrorCode::Unsupported,
+                format!("at most {MAX_TAGS_PER_PUSH} tags per manifest push"),
+            ));
+        }
+        Ok(tags)
+    }
+
     async fn put_manifest(
         &self,
         name: &RepoName,
@@ -570,6 +597,7 @@ impl Request<'_> {
         let invalid =
             |m: String| ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::ManifestInvalid, m);
         let parsed = manifest::parse(content_type, &bytes).map_err(|e| invalid(e.0))?;
+        let extra_tags = self.tag_params()?;
         let digest = match reference {
             Reference::Digest(d) => {
                 let actual = Digest::of(d.algorithm(), &bytes);
@@ -625,7 +653,16 @@ impl Request<'_> {
         if let Reference::Tag(t) = reference {
             repo.set_tag(t, &digest).await?;
         }
+        for t in &extra_tags {
+            repo.set_tag(t, &digest).await?;
+        }
         let mut resp = created(&format!("/v2/{name}/manifests/{digest}"), &digest);
+        if !extra_tags.is_empty() {
+            let list: Vec<&str> = extra_tags.iter().map(Tag::as_str).collect();
+            if let Ok(v) = HeaderValue::from_str(&list.join(", ")) {
+                resp.headers_mut().insert("OCI-Tag", v);
+            }
+        }
         if let Some(s) = subject
             && let Ok(v) = HeaderValue::from_str(&s.to_string())
         {

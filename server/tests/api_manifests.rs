@@ -449,3 +449,80 @@ async fn accept_negotiation() {
     .await;
     assert_eq!(got.0, StatusCode::NOT_FOUND);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn push_by_digest_with_tag_parameters() {
+    let app = app(false).await;
+    let config = push_blob(&app, "multi/tag", b"{}").await;
+    let layer = push_blob(&app, "multi/tag", b"layer").await;
+    let m = image(
+        &config,
+        &layer,
+        None,
+        "application/vnd.oci.image.config.v1+json",
+    );
+    let d = Digest::sha256(&m);
+
+    // One bad tag refuses the whole push: nothing is stored.
+    let (s, _, body) = send(
+        &app,
+        req(
+            "PUT",
+            &format!("/v2/multi/tag/manifests/{d}?tag=ok&tag=-bad"),
+            Some(OCI_MANIFEST),
+            m.clone(),
+        ),
+    )
+    .await;
+    assert_eq!(
+        (s, code(&body).as_str()),
+        (StatusCode::BAD_REQUEST, "MANIFEST_INVALID")
+    );
+    let (s, _, _) = send(
+        &app,
+        req(
+            "HEAD",
+            &format!("/v2/multi/tag/manifests/{d}"),
+            None,
+            Body::empty(),
+        ),
+    )
+    .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+
+    let (s, h, _) = send(
+        &app,
+        req(
+            "PUT",
+            &format!("/v2/multi/tag/manifests/{d}?tag=1.2.3&tag=1.2&tag=latest"),
+            Some(OCI_MANIFEST),
+            m,
+        ),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED);
+    assert_eq!(h["oci-tag"], "1.2.3, 1.2, latest");
+    let (_, _, body) = send(
+        &app,
+        req("GET", "/v2/multi/tag/tags/list", None, Body::empty()),
+    )
+    .await;
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(v["tags"], serde_json::json!(["1.2", "1.2.3", "latest"]));
+    for tag in ["1.2", "1.2.3", "latest"] {
+        let (s, h, _) = send(
+            &app,
+            req(
+                "HEAD",
+                &format!("/v2/multi/tag/manifests/{tag}"),
+                None,
+                Body::empty(),
+            ),
+        )
+        .await;
+        assert_eq!(
+            (s, h["docker-content-digest"].to_str().unwrap()),
+            (StatusCode::OK, d.to_string().as_str())
+        );
+    }
+}
