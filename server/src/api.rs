@@ -5,8 +5,8 @@ use std::collections::HashMap;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{Path, Query, RawQuery, State};
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use futures::{StreamExt as _, TryStreamExt};
@@ -97,6 +97,9 @@ pub fn router(state: AppState) -> Router {
 
 const API_VERSION: &str = "registry/2.0";
 
+/// How much of a refused blob body is read and discarded before answering 413.
+const DRAIN_BEFORE_REFUSING: u64 = 64 << 20;
+
 /// Most `?tag=` parameters one manifest push may carry (the spec asks for at least 10).
 const MAX_TAGS_PER_PUSH: usize = 100;
 
@@ -122,18 +125,32 @@ async fn base() -> Response {
 async fn dispatch(
     State(state): State<AppState>,
     method: Method,
-    Path(rest): Path<String>,
-    Query(query): Query<HashMap<String, String>>,
-    RawQuery(raw_query): RawQuery,
+    uri: Uri,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
+    // Path and query are read here rather than by axum's extractors, whose plain-text
+    // rejections (bad percent-encoding, say) would bypass the spec's error bodies.
+    let raw_query = uri.query().unwrap_or("");
+    let query: HashMap<String, String> = url::form_urlencoded::parse(raw_query.as_bytes())
+        .into_owned()
+        .collect();
     let result = async {
+        let path = uri.path().strip_prefix("/v2/").unwrap_or("");
+        let rest = percent_encoding::percent_decode_str(path)
+            .decode_utf8()
+            .map_err(|_| {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    ErrorCode::NameInvalid,
+                    "the path is not valid percent-encoded UTF-8",
+                )
+            })?;
         let route = route::parse(&rest)?;
         let req = Request {
             state: &state,
             query: &query,
-            raw_query: raw_query.as_deref().unwrap_or(""),
+            raw_query,
             headers: &headers,
         };
         match (route, method) {
@@ -234,15 +251,35 @@ impl Request<'_> {
         if already.saturating_add(declared) > limit {
             return Err(BodyTooLarge { limit }.into());
         }
-        let mut seen = already;
-        Ok(body.into_data_stream().map(move |chunk| {
-            let chunk = chunk?;
-            seen = seen.saturating_add(chunk.len() as u64);
-            if seen > limit {
-                return Err(axum::Error::new(BodyTooLarge { limit }));
-            }
-            Ok(chunk)
-        }))
+        let state = (body.into_data_stream(), already, false);
+        Ok(
+            futures::stream::unfold(state, move |(mut data, seen, done)| async move {
+                if done {
+                    return None;
+                }
+                let chunk = match data.next().await? {
+                    Ok(chunk) => chunk,
+                    Err(e) => return Some((Err(e), (data, seen, true))),
+                };
+                let seen = seen.saturating_add(chunk.len() as u64);
+                if seen <= limit {
+                    return Some((Ok(chunk), (data, seen, false)));
+                }
+                // Read on (a bounded amount) before refusing, so that a client still
+                // sending gets the 413 rather than a reset connection.
+                let mut drained = 0u64;
+                while drained < DRAIN_BEFORE_REFUSING {
+                    match data.next().await {
+                        Some(Ok(c)) => drained += c.len() as u64,
+                        _ => break,
+                    }
+                }
+                let too_large = axum::Error::new(BodyTooLarge { limit });
+                Some((Err(too_large), (data, seen, true)))
+            })
+            // The store may poll again after the end.
+            .fuse(),
+        )
     }
 
     fn header(&self, name: header::HeaderName) -> Option<&str> {

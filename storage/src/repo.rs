@@ -258,12 +258,20 @@ impl Repository {
         }))
     }
 
-    /// Removes a manifest from this repository (and from its subject's referrers).
-    /// `Ok(false)` if it was not here. Tags are not touched.
+    /// Removes a manifest from this repository, with the tags that point at it and its
+    /// entry among its subject's referrers. `Ok(false)` if it was not here.
     pub async fn delete_manifest(&self, digest: &Digest) -> Result<bool> {
         let Some(link) = self.manifest_link(digest).await? else {
             return Ok(false);
         };
+        // Tags pointing at it go first, so none is ever listed without its manifest.
+        for tag in self.tags().await? {
+            if let Some(record) = self.tag(&tag).await?
+                && record.current() == digest
+            {
+                self.delete_tag(&tag).await?;
+            }
+        }
         if let Some(subject) = &link.subject {
             self.backend()
                 .delete(&layout::referrer(&self.name, subject, digest))

@@ -397,9 +397,19 @@ async fn manifests_keep_their_media_type_and_links_gate_access(kind: Kind) {
             .await,
         Err(Error::DigestMismatch { .. })
     ));
+    // Deleting a manifest takes the tags pointing at it, and only those.
+    let other_body = Bytes::from_static(br#"{"schemaVersion":2}"#);
+    let other_digest = Digest::sha256(&other_body);
+    r.put_manifest(&other_digest, mt, other_body, None)
+        .await
+        .unwrap();
+    for (t, d) in [("a", &digest), ("b", &digest), ("c", &other_digest)] {
+        r.set_tag(&Tag::parse(t).unwrap(), d).await.unwrap();
+    }
     assert!(r.delete_manifest(&digest).await.unwrap());
     assert!(!r.delete_manifest(&digest).await.unwrap());
     assert!(r.manifest(&digest).await.unwrap().is_none());
+    assert_eq!(r.tags().await.unwrap(), vec![Tag::parse("c").unwrap()]);
     // Blob links: a blob is servable only where it was pushed or linked.
     let layer = random_bytes(50_000, 1);
     let ld = Digest::sha256(&layer);
