@@ -7,15 +7,20 @@
 use stowage_storage::Digest;
 use stowage_tests::server::Server;
 
+/// `stowage serve` on a store in `dir`, with `extra` arguments.
+fn start(dir: &tempfile::TempDir, extra: &[&str]) -> Server {
+    let store = dir.path().join("store");
+    Server::start(
+        env!("CARGO_BIN_EXE_stowage").as_ref(),
+        store.to_str().unwrap(),
+        extra,
+    )
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serves_the_api_and_stops_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
-    let store = dir.path().join("store");
-    let server = Server::start(
-        env!("CARGO_BIN_EXE_stowage").as_ref(),
-        store.to_str().unwrap(),
-        &[],
-    );
+    let server = start(&dir, &[]);
     let base = server.url();
     let http = reqwest::Client::new();
     let r = http.get(format!("{base}/v2/")).send().await.unwrap();
@@ -63,12 +68,7 @@ async fn serves_the_api_and_stops_on_sigterm() {
 async fn sigterm_lets_requests_in_flight_finish() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let dir = tempfile::tempdir().unwrap();
-    let store = dir.path().join("store");
-    let server = Server::start(
-        env!("CARGO_BIN_EXE_stowage").as_ref(),
-        store.to_str().unwrap(),
-        &[],
-    );
+    let server = start(&dir, &[]);
     let data = b"0123456789".to_vec();
     let d = Digest::sha256(&data);
     let mut conn = tokio::net::TcpStream::connect(&server.addr).await.unwrap();
@@ -126,10 +126,8 @@ async fn tls_and_public_url() {
         "{}",
         String::from_utf8_lossy(&made.stderr)
     );
-    let store = dir.path().join("store");
-    let server = Server::start(
-        env!("CARGO_BIN_EXE_stowage").as_ref(),
-        store.to_str().unwrap(),
+    let server = start(
+        &dir,
         &[
             "--tls-cert",
             cert.to_str().unwrap(),
@@ -175,12 +173,7 @@ async fn blob_size_limit() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("stowage.toml");
     std::fs::write(&config, "max_blob_bytes = 1000\n").unwrap();
-    let store = dir.path().join("store");
-    let server = Server::start(
-        env!("CARGO_BIN_EXE_stowage").as_ref(),
-        store.to_str().unwrap(),
-        &["--config", config.to_str().unwrap()],
-    );
+    let server = start(&dir, &["--config", config.to_str().unwrap()]);
     let base = server.url();
     let http = reqwest::Client::new();
     let code = |body: &str| -> String {
