@@ -78,7 +78,7 @@ impl AppState {
 
 /// The registry's HTTP routes, with metrics recorded for each request.
 pub fn router(state: AppState) -> Router {
-    let metrics = crate::metrics::Metrics::new();
+    let metrics = crate::metrics::Metrics::new().with_store(state.store.clone());
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/v2", any(base))

@@ -20,6 +20,8 @@ pub struct Metrics {
     bytes_in: IntCounterVec,
     bytes_out: IntCounterVec,
     uploads: IntGauge,
+    chunk_bytes: IntCounterVec,
+    store: Option<stowage_storage::Store>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -78,8 +80,17 @@ impl Metrics {
             "Upload requests (POST, PATCH, PUT of blobs) being received",
         )
         .unwrap_or_else(|e| panic!("metric definition: {e}"));
+        let chunk_bytes = IntCounterVec::new(
+            Opts::new(
+                "stowage_store_chunk_bytes_total",
+                "Bytes of chunks written by this process: stored (new) or deduplicated",
+            ),
+            &["outcome"],
+        )
+        .unwrap_or_else(|e| panic!("metric definition: {e}"));
         for c in [
-            Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(chunk_bytes.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(requests.clone()),
             Box::new(latency.clone()),
             Box::new(bytes_in.clone()),
             Box::new(bytes_out.clone()),
@@ -96,11 +107,29 @@ impl Metrics {
             bytes_in,
             bytes_out,
             uploads,
+            chunk_bytes,
+            store: None,
         }
+    }
+
+    /// Also reports what `store` has written (read at each scrape).
+    pub fn with_store(mut self, store: stowage_storage::Store) -> Self {
+        self.store = Some(store);
+        self
     }
 
     /// The text exposition of every metric.
     pub fn render(&self) -> String {
+        if let Some(store) = &self.store {
+            let totals = store.write_totals();
+            for (outcome, value) in [
+                ("stored", totals.stored_bytes),
+                ("deduplicated", totals.deduplicated_bytes),
+            ] {
+                let c = self.chunk_bytes.with_label_values(&[outcome]);
+                c.inc_by(value.saturating_sub(c.get()));
+            }
+        }
         let mut buf = Vec::new();
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
         String::from_utf8(buf).unwrap_or_default()

@@ -292,6 +292,40 @@ async fn metrics_count_requests_by_endpoint_and_status() {
     ] {
         assert!(text.contains(line), "missing {line:?} in\n{text}");
     }
+
+    // Chunk bytes: a blob's chunks are stored, a near-copy's mostly deduplicated.
+    let mut data: Vec<u8> = (0..400_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    for copy in [false, true] {
+        if copy {
+            data.extend_from_slice(b"one more line");
+        }
+        let d = Digest::sha256(&data);
+        let (status, _, _) = send(
+            &app,
+            req(
+                "POST",
+                &format!("/v2/m/blobs/uploads/?digest={d}"),
+                data.clone(),
+            ),
+        )
+        .await;
+        assert_eq!(status, StatusCode::CREATED);
+    }
+    let (_, _, body) = send(&app, req("GET", "/metrics", Body::empty())).await;
+    let text = String::from_utf8(body).unwrap();
+    let value = |outcome: &str| -> u64 {
+        let key = format!(r#"stowage_store_chunk_bytes_total{{outcome="{outcome}"}} "#);
+        let line = text
+            .lines()
+            .find(|l| l.starts_with(&key))
+            .unwrap_or_else(|| panic!("no {key} in\n{text}"));
+        line[key.len()..].parse().unwrap()
+    };
+    let (stored, deduplicated) = (value("stored"), value("deduplicated"));
+    assert!((400_000..600_000).contains(&stored), "stored {stored}");
+    assert!(deduplicated >= 300_000, "deduplicated {deduplicated}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -46,6 +46,25 @@ pub(crate) struct WriteContext {
     pub(crate) index: Arc<ChunkIndex>,
     pub(crate) chunker: Chunker,
     pub(crate) pack_size: u64,
+    /// What every write of this process has stored and deduplicated so far.
+    pub(crate) totals: Totals,
+}
+
+/// Process-wide write counters, read by metrics.
+#[derive(Debug, Default)]
+pub(crate) struct Totals {
+    pub(crate) stored_bytes: std::sync::atomic::AtomicU64,
+    pub(crate) deduplicated_bytes: std::sync::atomic::AtomicU64,
+}
+
+/// What this process's writes have stored since it opened the store: the physical
+/// growth that deduplication did not avoid.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct WriteTotals {
+    /// Bytes of new chunks written to packs.
+    pub stored_bytes: u64,
+    /// Bytes of chunks found already stored.
+    pub deduplicated_bytes: u64,
 }
 
 /// Counters of one write, for statistics and tests.
@@ -264,6 +283,8 @@ pub(crate) struct Ingest {
     received: u64,
     state: Option<CutState>,
     sealing: VecDeque<JoinHandle<Result<Arc<Footer>>>>,
+    /// Stats already added to the process totals.
+    reported: WriteStats,
 }
 
 fn abandoned() -> Error {
@@ -292,6 +313,7 @@ impl Ingest {
                 ..CutState::default()
             }),
             sealing: VecDeque::new(),
+            reported: WriteStats::default(),
         }
     }
 
@@ -442,6 +464,17 @@ impl Ingest {
             let footer = h.await??;
             self.forget_indexed(&footer)?;
         }
+        let now = self.stats();
+        let totals = &self.ctx.totals;
+        let add = |counter: &std::sync::atomic::AtomicU64, n: u64| {
+            counter.fetch_add(n, Ordering::Relaxed);
+        };
+        add(&totals.stored_bytes, now.stored_bytes.saturating_sub(self.reported.stored_bytes));
+        add(
+            &totals.deduplicated_bytes,
+            now.deduplicated_bytes.saturating_sub(self.reported.deduplicated_bytes),
+        );
+        self.reported = now;
         Ok(())
     }
 

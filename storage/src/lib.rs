@@ -40,7 +40,7 @@ pub use config::{CHUNK_HASH, CHUNKER, ChunkingParams, STORE_FORMAT, StoreIdentit
 pub use digest::{Algorithm, Digest, Hasher};
 pub use error::{BoxError, Error, Result};
 pub use index::IndexStats;
-pub use ingest::WriteStats;
+pub use ingest::{WriteStats, WriteTotals};
 pub use names::{MAX_REPO_NAME_LEN, Reference, RepoName, Tag};
 pub use reader::ByteStream;
 pub use repo::{Descriptor, Manifest, ManifestLink, Repository, TagEvent, TagRecord};

@@ -158,6 +158,7 @@ impl Store {
                     index,
                     chunker,
                     pack_size,
+                    totals: Default::default(),
                 }),
                 backend,
                 identity,
@@ -165,6 +166,16 @@ impl Store {
                 known_repos: Mutex::new(HashSet::new()),
             }),
         })
+    }
+
+    /// What this process has written since it opened the store.
+    pub fn write_totals(&self) -> crate::WriteTotals {
+        use std::sync::atomic::Ordering::Relaxed;
+        let t = &self.inner.write.totals;
+        crate::WriteTotals {
+            stored_bytes: t.stored_bytes.load(Relaxed),
+            deduplicated_bytes: t.deduplicated_bytes.load(Relaxed),
+        }
     }
 
     /// The store's identity (format and chunking).
