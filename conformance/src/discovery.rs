@@ -51,9 +51,7 @@ pub(crate) async fn all_tags(cx: &Ctx, repo: &str) -> Result<Vec<String>> {
     let mut resp = tags(cx, repo, "").await?;
     let mut out = Vec::new();
     for _ in 0..100 {
-        resp.expect(&[200])?;
-        let list: TagList = resp.json()?;
-        out.extend(list.tags.unwrap_or_default());
+        out.extend(page_tags(&resp)?);
         match next_link(&resp) {
             Some(next) => {
                 let url = cx.http.resolve(&next)?;
@@ -63,6 +61,25 @@ pub(crate) async fn all_tags(cx: &Ctx, repo: &str) -> Result<Vec<String>> {
         }
     }
     bail!("tag list still had a next page after 100 pages")
+}
+
+/// Requires 200 and returns the tags of one tag list page.
+fn page_tags(resp: &Resp) -> Result<Vec<String>> {
+    resp.expect(&[200])?;
+    Ok(resp.json::<TagList>()?.tags.unwrap_or_default())
+}
+
+/// Requires the page `got` to be `expected`, or fewer of its first tags only when a `Link`
+/// header leads to the rest.
+fn expect_page(resp: &Resp, got: &[String], expected: &[String]) -> Result<()> {
+    let link = next_link(resp).is_some();
+    if got.len() > expected.len()
+        || (got.len() < expected.len() && !link)
+        || got[..] != expected[..got.len()]
+    {
+        bail!("{}: got {got:?}, expected {expected:?}", resp.what);
+    }
+    Ok(())
 }
 
 /// Whether `tags` is in lexical (case-insensitive) or ASCII order, as the spec allows.
@@ -124,15 +141,8 @@ pub(crate) async fn run(cx: &Ctx, rec: &mut Recorder<'_>) {
         async {
             let all = need(&full, "list tags")?;
             let resp = tags(cx, repo, "n=2").await?;
-            resp.expect(&[200])?;
-            let got = resp.json::<TagList>()?.tags.unwrap_or_default();
-            let link = next_link(&resp).is_some();
-            if got.len() > 2 || (got.len() < 2 && !link) || got[..] != all[..got.len()] {
-                bail!(
-                    "{}: got {got:?}, expected the first two of {all:?}",
-                    resp.what
-                );
-            }
+            let got = page_tags(&resp)?;
+            expect_page(&resp, &got, &all[..all.len().min(2)])?;
             first_page = Some(resp);
             Ok(())
         },
@@ -146,17 +156,8 @@ pub(crate) async fn run(cx: &Ctx, rec: &mut Recorder<'_>) {
             let all = need(&full, "list tags")?;
             let last = &all[1];
             let resp = tags(cx, repo, &format!("n=2&last={last}")).await?;
-            resp.expect(&[200])?;
-            let got = resp.json::<TagList>()?.tags.unwrap_or_default();
             let expected: Vec<String> = all.iter().skip(2).take(2).cloned().collect();
-            let link = next_link(&resp).is_some();
-            if got.len() > expected.len()
-                || (got.len() < expected.len() && !link)
-                || got[..] != expected[..got.len()]
-            {
-                bail!("{}: got {got:?}, expected {expected:?}", resp.what);
-            }
-            Ok(())
+            expect_page(&resp, &page_tags(&resp)?, &expected)
         },
     )
     .await;
@@ -168,8 +169,7 @@ pub(crate) async fn run(cx: &Ctx, rec: &mut Recorder<'_>) {
             let all = need(&full, "list tags")?;
             let last = &all[0];
             let resp = tags(cx, repo, &format!("last={last}")).await?;
-            resp.expect(&[200])?;
-            let got = resp.json::<TagList>()?.tags.unwrap_or_default();
+            let got = page_tags(&resp)?;
             if got
                 .iter()
                 .any(|t| t <= last && t.to_lowercase() <= last.to_lowercase())
@@ -179,15 +179,7 @@ pub(crate) async fn run(cx: &Ctx, rec: &mut Recorder<'_>) {
                     resp.what
                 );
             }
-            let expected = &all[1..];
-            let link = next_link(&resp).is_some();
-            if got.len() > expected.len()
-                || (got.len() < expected.len() && !link)
-                || got[..] != expected[..got.len()]
-            {
-                bail!("{}: got {got:?}, expected {expected:?}", resp.what);
-            }
-            Ok(())
+            expect_page(&resp, &got, &all[1..])
         },
     )
     .await;
@@ -198,8 +190,7 @@ pub(crate) async fn run(cx: &Ctx, rec: &mut Recorder<'_>) {
         async {
             need(&full, "list tags")?;
             let resp = tags(cx, repo, "n=0").await?;
-            resp.expect(&[200])?;
-            let got = resp.json::<TagList>()?.tags.unwrap_or_default();
+            let got = page_tags(&resp)?;
             if !got.is_empty() {
                 bail!("{}: got {got:?}, expected no tags", resp.what);
             }
@@ -224,8 +215,7 @@ pub(crate) async fn run(cx: &Ctx, rec: &mut Recorder<'_>) {
             };
             let url = cx.http.resolve(&next)?;
             let resp = cx.http.call(Method::GET, &url, |r| r).await?;
-            resp.expect(&[200])?;
-            let got = resp.json::<TagList>()?.tags.unwrap_or_default();
+            let got = page_tags(&resp)?;
             let expected: Vec<String> = all.iter().skip(2).take(got.len()).cloned().collect();
             if got.is_empty() || got != expected {
                 bail!(

@@ -8,7 +8,6 @@
 use anyhow::Result;
 use reqwest::Method;
 use serde_json::json;
-use url::Url;
 
 use crate::Category;
 use crate::client::Resp;
@@ -16,8 +15,9 @@ use crate::content::{
     Algorithm, Blob, Digest, MT_LAYER_GZ, MT_MANIFEST, Manifest, random_bytes, random_id,
     random_uuid,
 };
-use crate::push::{chunk_size, patch_chunk, put_final, setup, streamed};
-use crate::suite::{Ctx, Recorder, empty_body, with_digest, with_digest_text};
+use crate::push::setup;
+use crate::suite::{Ctx, Recorder, empty_body, with_digest_text};
+use crate::upload::{self, next_location, patch_chunk, post_blob, put_blob, put_bytes, put_final};
 
 const E: Category = Category::Errors;
 
@@ -29,24 +29,15 @@ fn mismatched(len: usize) -> (Vec<u8>, Digest) {
     (bytes, Digest::of(Algorithm::Sha256, &other))
 }
 
-/// After a rejected upload, the claimed digest must not be pullable.
-async fn not_stored(cx: &Ctx, digest: &str) -> Result<()> {
+/// Requires the upload answer `resp` to be `400 DIGEST_INVALID`, and the claimed digest
+/// not to be pullable afterwards.
+async fn digest_invalid(cx: &Ctx, resp: Resp, claimed: &Digest) -> Result<()> {
+    resp.expect_error(&[400], &["DIGEST_INVALID"])?;
     cx.http
-        .blob(Method::HEAD, &cx.repo, digest, None)
+        .blob(Method::HEAD, &cx.repo, &claimed.to_string(), None)
         .await?
         .expect(&[404])?;
     Ok(())
-}
-
-/// PUT of `bytes` to an upload session with `?digest=<claimed>`.
-async fn put_whole(cx: &Ctx, loc: &Url, bytes: &[u8]) -> Result<Resp> {
-    let body = bytes.to_vec();
-    cx.http
-        .call(Method::PUT, loc, |r| {
-            r.header("Content-Type", "application/octet-stream")
-                .body(body)
-        })
-        .await
 }
 
 /// Runs the error cases.
@@ -67,54 +58,44 @@ async fn unknown(cx: &Ctx, rec: &mut Recorder<'_>) {
             .expect_error(&[404], &["BLOB_UNKNOWN"])
     })
     .await;
-    rec.case(
-        E,
-        "GET manifest by a tag that does not exist: 404 MANIFEST_UNKNOWN",
-        async {
+    for (name, reference) in [
+        (
+            "GET manifest by a tag that does not exist: 404 MANIFEST_UNKNOWN",
+            format!("missing-{}", random_id()),
+        ),
+        (
+            "GET manifest by a digest that does not exist: 404 MANIFEST_UNKNOWN",
+            missing.clone(),
+        ),
+    ] {
+        rec.case(E, name, async {
             setup(cx.ensure_fixture()).await?;
             cx.http
-                .manifest(Method::GET, repo, &format!("missing-{}", random_id()))
+                .manifest(Method::GET, repo, &reference)
                 .await?
                 .expect_error(&[404], &["MANIFEST_UNKNOWN"])
-        },
-    )
-    .await;
-    rec.case(
-        E,
-        "GET manifest by a digest that does not exist: 404 MANIFEST_UNKNOWN",
-        async {
-            setup(cx.ensure_fixture()).await?;
-            cx.http
-                .manifest(Method::GET, repo, &missing)
-                .await?
-                .expect_error(&[404], &["MANIFEST_UNKNOWN"])
-        },
-    )
-    .await;
+        })
+        .await;
+    }
     let no_repo = format!("{repo}/missing-{}", random_id());
-    rec.case(
-        E,
-        "GET tags/list of a repository that does not exist: 404 NAME_UNKNOWN",
-        async {
-            cx.http
-                .get(&format!("/v2/{no_repo}/tags/list"))
-                .await?
-                .expect_error(&[404], &["NAME_UNKNOWN"])
-        },
-    )
-    .await;
     let session = format!("/v2/{repo}/blobs/uploads/{}", random_uuid());
-    rec.case(
-        E,
-        "GET status of an upload session that never existed: 404 BLOB_UPLOAD_UNKNOWN",
-        async {
-            cx.http
-                .get(&session)
-                .await?
-                .expect_error(&[404], &["BLOB_UPLOAD_UNKNOWN"])
-        },
-    )
-    .await;
+    for (name, path, code) in [
+        (
+            "GET tags/list of a repository that does not exist: 404 NAME_UNKNOWN",
+            format!("/v2/{no_repo}/tags/list"),
+            "NAME_UNKNOWN",
+        ),
+        (
+            "GET status of an upload session that never existed: 404 BLOB_UPLOAD_UNKNOWN",
+            session.clone(),
+            "BLOB_UPLOAD_UNKNOWN",
+        ),
+    ] {
+        rec.case(E, name, async {
+            cx.http.get(&path).await?.expect_error(&[404], &[code])
+        })
+        .await;
+    }
     rec.case(
         E,
         "PATCH to an upload session that never existed: 404 BLOB_UPLOAD_UNKNOWN",
@@ -133,7 +114,7 @@ async fn unknown(cx: &Ctx, rec: &mut Recorder<'_>) {
             let url = cx.http.url(&session)?;
             let (bytes, _) = mismatched(10);
             let d = Digest::of(Algorithm::Sha256, &bytes);
-            put_whole(cx, &with_digest(&url, &d), &bytes)
+            put_blob(cx, &url, &d, &bytes)
                 .await?
                 .expect_error(&[404], &["BLOB_UPLOAD_UNKNOWN"])
         },
@@ -265,28 +246,20 @@ async fn blob_digests(cx: &Ctx, rec: &mut Recorder<'_>) {
         async {
             let (bytes, claimed) = mismatched(1500);
             let loc = setup(cx.start_upload(repo)).await?;
-            put_whole(cx, &with_digest(&loc, &claimed), &bytes)
-                .await?
-                .expect_error(&[400], &["DIGEST_INVALID"])?;
-            not_stored(cx, &claimed.to_string()).await
+            let resp = put_blob(cx, &loc, &claimed, &bytes).await?;
+            digest_invalid(cx, resp, &claimed).await
         },
     )
     .await;
 
     rec.case(E, "single POST whose content does not match ?digest=: 400 DIGEST_INVALID (or 202, then the PUT gets it), nothing stored", async {
         let (bytes, claimed) = mismatched(1500);
-        let mut url = cx.uploads_url(repo)?;
-        crate::client::add_query(&mut url, "digest", &claimed.to_string());
-        let resp = put_or_post(cx, Method::POST, &url, &bytes).await?;
+        let mut resp = post_blob(cx, repo, &claimed, &bytes).await?;
         if resp.status.as_u16() == 202 {
             let loc = cx.http.resolve(resp.require_header("Location")?)?;
-            put_whole(cx, &with_digest(&loc, &claimed), &bytes)
-                .await?
-                .expect_error(&[400], &["DIGEST_INVALID"])?;
-        } else {
-            resp.expect_error(&[400], &["DIGEST_INVALID"])?;
+            resp = put_blob(cx, &loc, &claimed, &bytes).await?;
         }
-        not_stored(cx, &claimed.to_string()).await
+        digest_invalid(cx, resp, &claimed).await
     })
     .await;
 
@@ -297,26 +270,18 @@ async fn blob_digests(cx: &Ctx, rec: &mut Recorder<'_>) {
             "closed by an empty PUT"
         };
         rec.case(E, format!("chunked upload {how} whose content does not match ?digest=: 400 DIGEST_INVALID, nothing stored"), async {
-            let url = cx.uploads_url(repo)?;
-            let resp = cx.http.call(Method::POST, &url, empty_body).await?;
-            resp.expect(&[202])?;
-            let size = chunk_size(&resp);
-            let mut loc = cx.http.resolve(resp.require_header("Location")?)?;
+            let session = upload::open(cx, repo, None).await?;
+            let size = session.chunk;
             let (bytes, claimed) = mismatched(size * 2 + 10);
             let (first, rest) = bytes.split_at(size);
-            let p = patch_chunk(cx, &loc, first, 0).await?;
-            p.expect(&[202])?;
-            loc = cx.http.resolve(p.require_header("Location")?)?;
+            let mut loc = next_location(cx, &patch_chunk(cx, &session.url, first, 0).await?)?;
             let resp = if last_in_put {
                 put_final(cx, &loc, &claimed, Some((rest, size))).await?
             } else {
-                let p = patch_chunk(cx, &loc, rest, size).await?;
-                p.expect(&[202])?;
-                loc = cx.http.resolve(p.require_header("Location")?)?;
+                loc = next_location(cx, &patch_chunk(cx, &loc, rest, size).await?)?;
                 put_final(cx, &loc, &claimed, None).await?
             };
-            resp.expect_error(&[400], &["DIGEST_INVALID"])?;
-            not_stored(cx, &claimed.to_string()).await
+            digest_invalid(cx, resp, &claimed).await
         })
         .await;
     }
@@ -327,62 +292,33 @@ async fn blob_digests(cx: &Ctx, rec: &mut Recorder<'_>) {
         async {
             let (bytes, claimed) = mismatched(2500);
             let loc = setup(cx.start_upload(repo)).await?;
-            let body = streamed(bytes);
-            let p = cx
-                .http
-                .call(Method::PATCH, &loc, |r| {
-                    r.header("Content-Type", "application/octet-stream")
-                        .body(body)
-                })
-                .await?;
-            p.expect(&[202])?;
-            let loc = cx.http.resolve(p.require_header("Location")?)?;
-            put_final(cx, &loc, &claimed, None)
-                .await?
-                .expect_error(&[400], &["DIGEST_INVALID"])?;
-            not_stored(cx, &claimed.to_string()).await
+            let (_, loc) = upload::stream(cx, &loc, &bytes).await?;
+            let resp = put_final(cx, &loc, &claimed, None).await?;
+            digest_invalid(cx, resp, &claimed).await
         },
     )
     .await;
 
-    rec.case(
-        E,
-        "upload closed with a malformed digest (sha256:not-hex): 400 DIGEST_INVALID",
-        async {
+    let bad_digests: [(&str, &str, &[&str]); 2] = [
+        (
+            "upload closed with a malformed digest (sha256:not-hex): 400 DIGEST_INVALID",
+            "sha256:not-hex",
+            &["DIGEST_INVALID"],
+        ),
+        (
+            "upload closed with an unsupported algorithm (md5:…): 400 DIGEST_INVALID or UNSUPPORTED",
+            "md5:d41d8cd98f00b204e9800998ecf8427e",
+            &["DIGEST_INVALID", "UNSUPPORTED"],
+        ),
+    ];
+    for (name, digest, codes) in bad_digests {
+        rec.case(E, name, async {
             let blob = Blob::random(100, Algorithm::Sha256, MT_LAYER_GZ);
             let loc = setup(cx.start_upload(repo)).await?;
-            put_whole(cx, &with_digest_text(&loc, "sha256:not-hex"), &blob.bytes)
+            put_bytes(cx, &with_digest_text(&loc, digest), &blob.bytes)
                 .await?
-                .expect_error(&[400], &["DIGEST_INVALID"])
-        },
-    )
-    .await;
-
-    rec.case(
-        E,
-        "upload closed with an unsupported algorithm (md5:…): 400 DIGEST_INVALID or UNSUPPORTED",
-        async {
-            let blob = Blob::random(100, Algorithm::Sha256, MT_LAYER_GZ);
-            let loc = setup(cx.start_upload(repo)).await?;
-            put_whole(
-                cx,
-                &with_digest_text(&loc, "md5:d41d8cd98f00b204e9800998ecf8427e"),
-                &blob.bytes,
-            )
-            .await?
-            .expect_error(&[400], &["DIGEST_INVALID", "UNSUPPORTED"])
-        },
-    )
-    .await;
-}
-
-/// Sends `bytes` with `method` to `url` as an octet stream.
-async fn put_or_post(cx: &Ctx, method: Method, url: &Url, bytes: &[u8]) -> Result<Resp> {
-    let body = bytes.to_vec();
-    cx.http
-        .call(method, url, |r| {
-            r.header("Content-Type", "application/octet-stream")
-                .body(body)
+                .expect_error(&[400], codes)
         })
-        .await
+        .await;
+    }
 }

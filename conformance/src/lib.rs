@@ -31,6 +31,7 @@ mod referrers;
 mod sha512;
 mod suite;
 mod unpushed;
+mod upload;
 
 use std::fmt;
 use std::str::FromStr;

@@ -25,6 +25,21 @@ async fn delete_blob(cx: &Ctx, repo: &str, digest: &str) -> Result<Resp> {
     cx.http.call(Method::DELETE, &url, |r| r).await
 }
 
+/// The image the setup pushed, or a skip if the setup failed.
+fn ready(image: &Option<Image>) -> Result<Image> {
+    image.clone().ok_or_else(|| skip("setup failed"))
+}
+
+/// The image the setup pushed, once the delete step `done` succeeded; otherwise a skip
+/// naming what failed.
+fn after(image: &Option<Image>, done: bool, failed: &str) -> Result<Image> {
+    let img = ready(image)?;
+    if !done {
+        return Err(skip(failed));
+    }
+    Ok(img)
+}
+
 /// Runs the management cases, then the cleanup.
 pub(crate) async fn run(cx: &Ctx, rec: &mut Recorder<'_>) {
     let repo = &cx.repo;
@@ -39,9 +54,6 @@ pub(crate) async fn run(cx: &Ctx, rec: &mut Recorder<'_>) {
         Ok(())
     })
     .await;
-    let ready = |image: &Option<Image>| -> Result<Image> {
-        image.clone().ok_or_else(|| skip("setup failed"))
-    };
 
     let mut tag_deleted = false;
     rec.case(M, "DELETE manifest by tag: 202", async {
@@ -52,10 +64,7 @@ pub(crate) async fn run(cx: &Ctx, rec: &mut Recorder<'_>) {
     })
     .await;
     rec.case(M, "after the tag delete: GET by that tag is 404, the manifest stays reachable by digest and its other tag", async {
-        let img = ready(&image)?;
-        if !tag_deleted {
-            return Err(skip("the tag delete failed"));
-        }
+        let img = after(&image, tag_deleted, "the tag delete failed")?;
         cx.http.manifest(Method::GET, repo, &tag1).await?.expect(&[404])?;
         cx.http
             .manifest(Method::GET, repo, &img.manifest.digest.to_string())
@@ -70,10 +79,7 @@ pub(crate) async fn run(cx: &Ctx, rec: &mut Recorder<'_>) {
         M,
         "after the tag delete: tags/list no longer holds the tag",
         async {
-            ready(&image)?;
-            if !tag_deleted {
-                return Err(skip("the tag delete failed"));
-            }
+            after(&image, tag_deleted, "the tag delete failed")?;
             let tags = all_tags(cx, repo).await?;
             if tags.contains(&tag1) {
                 bail!("GET /v2/{repo}/tags/list still lists deleted tag {tag1:?}");
@@ -100,10 +106,7 @@ pub(crate) async fn run(cx: &Ctx, rec: &mut Recorder<'_>) {
     })
     .await;
     rec.case(M, "after the manifest delete: GET and HEAD by digest are 404, and so is the tag that pointed to it", async {
-        let img = ready(&image)?;
-        if !manifest_deleted {
-            return Err(skip("the manifest delete failed"));
-        }
+        let img = after(&image, manifest_deleted, "the manifest delete failed")?;
         let d = img.manifest.digest.to_string();
         cx.http.manifest(Method::GET, repo, &d).await?.expect(&[404])?;
         cx.http.manifest(Method::HEAD, repo, &d).await?.expect(&[404])?;
@@ -112,10 +115,7 @@ pub(crate) async fn run(cx: &Ctx, rec: &mut Recorder<'_>) {
     })
     .await;
     rec.case(M, "after the deletes: tags/list holds neither tag", async {
-        ready(&image)?;
-        if !manifest_deleted {
-            return Err(skip("the manifest delete failed"));
-        }
+        after(&image, manifest_deleted, "the manifest delete failed")?;
         let tags = all_tags(cx, repo).await?;
         if tags.contains(&tag1) || tags.contains(&tag2) {
             bail!("GET /v2/{repo}/tags/list still lists {tag1:?} or {tag2:?}: {tags:?}");
@@ -140,10 +140,7 @@ pub(crate) async fn run(cx: &Ctx, rec: &mut Recorder<'_>) {
         M,
         "after the blob delete: GET and HEAD of the blob are 404",
         async {
-            let img = ready(&image)?;
-            if !blob_deleted {
-                return Err(skip("the blob delete failed"));
-            }
+            let img = after(&image, blob_deleted, "the blob delete failed")?;
             let d = img.layers[0].digest.to_string();
             cx.http
                 .blob(Method::GET, repo, &d, None)

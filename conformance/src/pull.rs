@@ -7,6 +7,7 @@ use anyhow::{Result, bail};
 use reqwest::Method;
 
 use crate::Category;
+use crate::client::Resp;
 use crate::content::{Algorithm, Blob, Digest, Manifest, random_bytes, random_id};
 use crate::suite::{Ctx, Recorder, require_digest_header};
 
@@ -68,6 +69,24 @@ pub(crate) async fn check_blob(cx: &Ctx, method: Method, repo: &str, blob: &Blob
     Ok(())
 }
 
+/// HEAD (200 with the blob's `Content-Length`) and GET (200 with its content) of a blob,
+/// judging `Docker-Content-Digest` on both answers with `digest_ok`.
+pub(crate) async fn head_and_get_blob(
+    cx: &Ctx,
+    repo: &str,
+    blob: &Blob,
+    digest_ok: impl Fn(&Resp, &Blob) -> Result<()>,
+) -> Result<()> {
+    let d = blob.digest.to_string();
+    let head = cx.http.blob(Method::HEAD, repo, &d, None).await?;
+    head.expect(&[200])?
+        .expect_header("Content-Length", &blob.bytes.len().to_string())?;
+    digest_ok(&head, blob)?;
+    let get = cx.http.blob(Method::GET, repo, &d, None).await?;
+    get.expect(&[200])?.expect_body(&blob.bytes)?;
+    digest_ok(&get, blob)
+}
+
 /// `GET /v2/`.
 pub(crate) async fn base(cx: &Ctx, rec: &mut Recorder<'_>) {
     rec.case(
@@ -92,41 +111,38 @@ async fn blobs(cx: &Ctx, rec: &mut Recorder<'_>) {
     let repo = &cx.repo;
     let config = &cx.fixture.config;
     let layer = &cx.fixture.layers[0];
-    rec.case(
-        C,
-        "HEAD existing blob: 200 with Content-Length and Docker-Content-Digest",
-        async {
+    for (name, method, blob) in [
+        (
+            "HEAD existing blob: 200 with Content-Length and Docker-Content-Digest",
+            Method::HEAD,
+            config,
+        ),
+        (
+            "GET existing blob: 200 with the exact content and Docker-Content-Digest",
+            Method::GET,
+            layer,
+        ),
+    ] {
+        rec.case(C, name, async {
             cx.ensure_fixture().await?;
-            check_blob(cx, Method::HEAD, repo, config).await
-        },
-    )
-    .await;
-    rec.case(
-        C,
-        "GET existing blob: 200 with the exact content and Docker-Content-Digest",
-        async {
-            cx.ensure_fixture().await?;
-            check_blob(cx, Method::GET, repo, layer).await
-        },
-    )
-    .await;
+            check_blob(cx, method, repo, blob).await
+        })
+        .await;
+    }
     let missing = Digest::of(Algorithm::Sha256, &random_bytes(32)).to_string();
-    rec.case(C, "HEAD blob that does not exist: 404", async {
-        cx.http
-            .blob(Method::HEAD, repo, &missing, None)
-            .await?
-            .expect(&[404])?;
-        Ok(())
-    })
-    .await;
-    rec.case(C, "GET blob that does not exist: 404", async {
-        cx.http
-            .blob(Method::GET, repo, &missing, None)
-            .await?
-            .expect(&[404])?;
-        Ok(())
-    })
-    .await;
+    for (name, method) in [
+        ("HEAD blob that does not exist: 404", Method::HEAD),
+        ("GET blob that does not exist: 404", Method::GET),
+    ] {
+        rec.case(C, name, async {
+            cx.http
+                .blob(method, repo, &missing, None)
+                .await?
+                .expect(&[404])?;
+            Ok(())
+        })
+        .await;
+    }
 }
 
 async fn ranges(cx: &Ctx, rec: &mut Recorder<'_>) {
@@ -197,86 +213,74 @@ async fn manifests(cx: &Ctx, rec: &mut Recorder<'_>) {
     let m = &cx.fixture.manifest;
     let tag = &cx.fixture_tag;
     let digest = m.digest.to_string();
-    rec.case(
-        C,
-        "HEAD manifest by tag: 200 with Content-Type, Content-Length, Docker-Content-Digest",
-        async {
+    for (name, method, reference) in [
+        (
+            "HEAD manifest by tag: 200 with Content-Type, Content-Length, Docker-Content-Digest",
+            Method::HEAD,
+            tag,
+        ),
+        (
+            "HEAD manifest by digest: 200 with Content-Type, Content-Length, Docker-Content-Digest",
+            Method::HEAD,
+            &digest,
+        ),
+        (
+            "GET manifest by tag: 200, exact bytes, pushed Content-Type, Docker-Content-Digest",
+            Method::GET,
+            tag,
+        ),
+        (
+            "GET manifest by digest: 200, exact bytes, pushed Content-Type, Docker-Content-Digest",
+            Method::GET,
+            &digest,
+        ),
+    ] {
+        rec.case(C, name, async {
             cx.ensure_fixture().await?;
-            check_manifest(cx, Method::HEAD, repo, tag, m).await
-        },
-    )
-    .await;
-    rec.case(
-        C,
-        "HEAD manifest by digest: 200 with Content-Type, Content-Length, Docker-Content-Digest",
-        async {
-            cx.ensure_fixture().await?;
-            check_manifest(cx, Method::HEAD, repo, &digest, m).await
-        },
-    )
-    .await;
-    rec.case(
-        C,
-        "GET manifest by tag: 200, exact bytes, pushed Content-Type, Docker-Content-Digest",
-        async {
-            cx.ensure_fixture().await?;
-            check_manifest(cx, Method::GET, repo, tag, m).await
-        },
-    )
-    .await;
-    rec.case(
-        C,
-        "GET manifest by digest: 200, exact bytes, pushed Content-Type, Docker-Content-Digest",
-        async {
-            cx.ensure_fixture().await?;
-            check_manifest(cx, Method::GET, repo, &digest, m).await
-        },
-    )
-    .await;
+            check_manifest(cx, method, repo, reference, m).await
+        })
+        .await;
+    }
 
     let missing_tag = format!("missing-{}", random_id());
     let missing_digest = Digest::of(Algorithm::Sha256, &random_bytes(32)).to_string();
-    rec.case(C, "HEAD manifest that does not exist: 404", async {
-        cx.http
-            .manifest(Method::HEAD, repo, &missing_tag)
-            .await?
-            .expect(&[404])?;
-        Ok(())
-    })
-    .await;
-    rec.case(C, "GET manifest by a tag that does not exist: 404", async {
-        cx.http
-            .manifest(Method::GET, repo, &missing_tag)
-            .await?
-            .expect(&[404])?;
-        Ok(())
-    })
-    .await;
-    rec.case(
-        C,
-        "GET manifest by a digest that does not exist: 404",
-        async {
-            cx.http
-                .manifest(Method::GET, repo, &missing_digest)
-                .await?
-                .expect(&[404])?;
-            Ok(())
-        },
-    )
-    .await;
     let no_repo = format!("{}/missing-{}", cx.repo, random_id());
-    rec.case(
-        C,
-        "GET manifest from a repository that does not exist: 404",
-        async {
+    let absent: [(&str, Method, &str, &str); 4] = [
+        (
+            "HEAD manifest that does not exist: 404",
+            Method::HEAD,
+            repo,
+            &missing_tag,
+        ),
+        (
+            "GET manifest by a tag that does not exist: 404",
+            Method::GET,
+            repo,
+            &missing_tag,
+        ),
+        (
+            "GET manifest by a digest that does not exist: 404",
+            Method::GET,
+            repo,
+            &missing_digest,
+        ),
+        (
+            "GET manifest from a repository that does not exist: 404",
+            Method::GET,
+            &no_repo,
+            "latest",
+        ),
+    ];
+    for (name, method, repo, reference) in absent {
+        rec.case(C, name, async {
             cx.http
-                .manifest(Method::GET, &no_repo, "latest")
+                .manifest(method, repo, reference)
                 .await?
                 .expect(&[404])?;
             Ok(())
-        },
-    )
-    .await;
+        })
+        .await;
+    }
 
     for p in cx.pushed_manifests() {
         rec.case(

@@ -5,8 +5,6 @@
 //! fields, a large manifest, tag overwrite).
 
 use anyhow::{Result, bail};
-use bytes::Bytes;
-use http_body_util::{BodyStream, Full, StreamBody};
 use reqwest::Method;
 use serde_json::{Map, Value};
 use url::Url;
@@ -16,32 +14,18 @@ use crate::content::{
     self, AT_EXAMPLE_A, Algorithm, Blob, Digest, Extra, Image, MT_CONFIG, MT_DOCKER_CONFIG,
     MT_DOCKER_LAYER, MT_LAYER_GZ, Manifest, random_bytes,
 };
-use crate::suite::{Ctx, Recorder, check_digest_header, empty_body, need, skip, with_digest};
+use crate::pull::head_and_get_blob;
+use crate::suite::{Ctx, Recorder, check_digest_header, empty_body, need, skip};
+use crate::upload::{
+    self, expect_range, next_location, out_of_order_range, patch_chunk, verify_blob_location,
+    verify_blob_push,
+};
 
 const P: Category = Category::Push;
-
-/// Smallest chunk this suite sends when the registry states no minimum.
-const CHUNK: usize = 1024;
-
-/// A request body of unknown length, sent with chunked transfer encoding: no
-/// `Content-Length`, as a streamed upload does.
-pub(crate) fn streamed(bytes: Vec<u8>) -> reqwest::Body {
-    reqwest::Body::wrap(StreamBody::new(BodyStream::new(Full::new(Bytes::from(
-        bytes,
-    )))))
-}
 
 /// Turns a setup failure into a skip of the case that needed it.
 pub(crate) async fn setup<T>(step: impl std::future::Future<Output = Result<T>>) -> Result<T> {
     step.await.map_err(|e| skip(format!("setup failed: {e:#}")))
-}
-
-/// GETs a blob `Location` and requires the pushed bytes.
-pub(crate) async fn verify_blob_location(cx: &Ctx, location: &str, bytes: &[u8]) -> Result<()> {
-    let url = cx.http.resolve(location)?;
-    let resp = cx.http.call(Method::GET, &url, |r| r).await?;
-    resp.expect(&[200])?.expect_body(bytes)?;
-    Ok(())
 }
 
 /// Checks a successful manifest push: `Docker-Content-Digest` (if sent) equals the
@@ -71,98 +55,6 @@ pub(crate) async fn verify_manifest_push(
     }
 }
 
-/// Checks a chunk response's `Range` header is `0-<end>`.
-pub(crate) fn expect_range(resp: &crate::client::Resp, end: usize) -> Result<()> {
-    resp.expect_header("Range", &format!("0-{end}"))?;
-    Ok(())
-}
-
-/// Sends one chunk with `Content-Range` and `Content-Length`.
-pub(crate) async fn patch_chunk(
-    cx: &Ctx,
-    loc: &Url,
-    bytes: &[u8],
-    start: usize,
-) -> Result<crate::client::Resp> {
-    let end = start + bytes.len() - 1;
-    let body = bytes.to_vec();
-    cx.http
-        .call(Method::PATCH, loc, |r| {
-            r.header("Content-Type", "application/octet-stream")
-                .header("Content-Range", format!("{start}-{end}"))
-                .body(body)
-        })
-        .await
-}
-
-/// Closes an upload with `PUT ?digest=` and an optional final chunk starting at `start`.
-pub(crate) async fn put_final(
-    cx: &Ctx,
-    loc: &Url,
-    digest: &Digest,
-    last: Option<(&[u8], usize)>,
-) -> Result<crate::client::Resp> {
-    let url = with_digest(loc, digest);
-    match last {
-        Some((bytes, start)) => {
-            let end = start + bytes.len() - 1;
-            let body = bytes.to_vec();
-            cx.http
-                .call(Method::PUT, &url, |r| {
-                    r.header("Content-Type", "application/octet-stream")
-                        .header("Content-Range", format!("{start}-{end}"))
-                        .body(body)
-                })
-                .await
-        }
-        None => {
-            cx.http
-                .call(Method::PUT, &url, |r| {
-                    r.header("Content-Type", "application/octet-stream")
-                        .body(Vec::<u8>::new())
-                })
-                .await
-        }
-    }
-}
-
-/// Reads `OCI-Chunk-Min-Length` and picks the chunk size for a session.
-pub(crate) fn chunk_size(resp: &crate::client::Resp) -> usize {
-    resp.header("OCI-Chunk-Min-Length")
-        .and_then(|v| v.trim().parse::<usize>().ok())
-        .map_or(CHUNK, |min| min.max(CHUNK))
-}
-
-/// Uploads `blob` in chunks of `chunk` bytes over an open session, the last one in the
-/// closing PUT when `last_in_put`; checks every status, `Location` and `Range` on the way.
-pub(crate) async fn chunked_upload(
-    cx: &Ctx,
-    mut loc: Url,
-    blob: &Blob,
-    chunk: usize,
-    last_in_put: bool,
-) -> Result<String> {
-    let chunks: Vec<&[u8]> = blob.bytes.chunks(chunk).collect();
-    let mut start = 0;
-    for (i, c) in chunks.iter().enumerate() {
-        if last_in_put && i + 1 == chunks.len() {
-            let resp = put_final(cx, &loc, &blob.digest, Some((c, start))).await?;
-            resp.expect(&[201])?;
-            check_digest_header(&resp, &blob.digest)?;
-            return Ok(resp.require_header("Location")?.to_owned());
-        }
-        let resp = patch_chunk(cx, &loc, c, start).await?;
-        resp.expect(&[202])?;
-        expect_range(&resp, start + c.len() - 1)?;
-        loc = cx.http.resolve(resp.require_header("Location")?)?;
-        start += c.len();
-    }
-    let resp = put_final(cx, &loc, &blob.digest, None).await?;
-    resp.expect(&[201])?;
-    check_digest_header(&resp, &blob.digest)?;
-    Ok(resp.require_header("Location")?.to_owned())
-}
-
 /// Runs the push cases.
 pub(crate) async fn run(cx: &Ctx, rec: &mut Recorder<'_>) {
     monolithic(cx, rec).await;
@@ -181,10 +73,7 @@ async fn monolithic(cx: &Ctx, rec: &mut Recorder<'_>) {
         P,
         "POST /blobs/uploads/ opens an upload session: 202 with Location",
         async {
-            let url = cx.uploads_url(repo)?;
-            let resp = cx.http.call(Method::POST, &url, empty_body).await?;
-            resp.expect(&[202])?;
-            session = Some(cx.http.resolve(resp.require_header("Location")?)?);
+            session = Some(upload::open(cx, repo, None).await?.url);
             Ok(())
         },
     )
@@ -194,19 +83,8 @@ async fn monolithic(cx: &Ctx, rec: &mut Recorder<'_>) {
         "monolithic PUT <location>?digest= with the whole blob: 201 with a pullable Location",
         async {
             let loc = need(&session, "open an upload session")?;
-            let url = with_digest(loc, &blob.digest);
-            let bytes = blob.bytes.clone();
-            let resp = cx
-                .http
-                .call(Method::PUT, &url, |r| {
-                    r.header("Content-Type", "application/octet-stream")
-                        .body(bytes)
-                })
-                .await?;
-            resp.expect(&[201])?;
-            cx.created_blob(repo, &blob.digest);
-            check_digest_header(&resp, &blob.digest)?;
-            verify_blob_location(cx, resp.require_header("Location")?, &blob.bytes).await
+            let resp = upload::monolithic(cx, repo, loc, &blob).await?;
+            verify_blob_push(cx, &resp, &blob).await
         },
     )
     .await;
@@ -216,36 +94,12 @@ async fn monolithic(cx: &Ctx, rec: &mut Recorder<'_>) {
         P,
         "single POST ?digest= with the blob: 201 with Location (or 202, then PUT completes it)",
         async {
-            let mut url = cx.uploads_url(repo)?;
-            crate::client::add_query(&mut url, "digest", &single.digest.to_string());
-            let bytes = single.bytes.clone();
-            let resp = cx
-                .http
-                .call(Method::POST, &url, |r| {
-                    r.header("Content-Type", "application/octet-stream")
-                        .body(bytes)
-                })
-                .await?;
-            resp.expect(&[201, 202])?;
-            let mut loc = resp.require_header("Location")?.to_owned();
-            if resp.status.as_u16() == 202 {
-                // The spec lets registries decline single-request uploads with 202 and a session.
-                let session = cx.http.resolve(&loc)?;
-                let bytes = single.bytes.clone();
-                let put = cx
-                    .http
-                    .call(Method::PUT, &with_digest(&session, &single.digest), |r| {
-                        r.header("Content-Type", "application/octet-stream")
-                            .body(bytes)
-                    })
-                    .await?;
-                put.expect(&[201])?;
-                loc = put.require_header("Location")?.to_owned();
-            } else {
+            let (resp, by_post) = upload::single_post(cx, repo, &single).await?;
+            let loc = resp.require_header("Location")?;
+            if by_post {
                 check_digest_header(&resp, &single.digest)?;
             }
-            cx.created_blob(repo, &single.digest);
-            verify_blob_location(cx, &loc, &single.bytes).await
+            verify_blob_location(cx, loc, &single.bytes).await
         },
     )
     .await;
@@ -255,16 +109,14 @@ async fn chunked(cx: &Ctx, rec: &mut Recorder<'_>) {
     let repo = &cx.repo;
     let mut loc: Option<Url> = None;
     let mut blob: Option<Blob> = None;
-    let mut chunk = CHUNK;
+    let mut chunk = upload::CHUNK;
     rec.case(
         P,
         "chunked: POST with Content-Length: 0 opens a session: 202 with Location",
         async {
-            let url = cx.uploads_url(repo)?;
-            let resp = cx.http.call(Method::POST, &url, empty_body).await?;
-            resp.expect(&[202])?;
-            chunk = chunk_size(&resp);
-            loc = Some(cx.http.resolve(resp.require_header("Location")?)?);
+            let session = upload::open(cx, repo, None).await?;
+            chunk = session.chunk;
+            loc = Some(session.url);
             blob = Some(Blob::random(chunk * 3 - 5, Algorithm::Sha256, MT_LAYER_GZ));
             Ok(())
         },
@@ -276,41 +128,38 @@ async fn chunked(cx: &Ctx, rec: &mut Recorder<'_>) {
         let resp = patch_chunk(cx, l, &b.bytes[..chunk], 0).await?;
         resp.expect(&[202])?;
         expect_range(&resp, chunk - 1)?;
-        loc = Some(cx.http.resolve(resp.require_header("Location")?)?);
+        loc = Some(next_location(cx, &resp)?);
         Ok(())
     })
     .await;
     let after_first = loc.clone();
 
-    rec.case(
-        P,
-        "chunked: re-sending the first chunk (out of order): 416",
-        async {
+    // The first chunk again, then the rest of the blob while the second chunk is missing
+    // (bytes `from` up to `to`, or to the end).
+    for (name, from, to) in [
+        (
+            "chunked: re-sending the first chunk (out of order): 416",
+            0,
+            Some(chunk),
+        ),
+        (
+            "chunked: chunk starting past the uploaded end (out of order): 416",
+            chunk * 2,
+            None,
+        ),
+    ] {
+        rec.case(P, name, async {
             let (l, b) = (
                 need(&after_first, "first chunk")?,
                 need(&blob, "open a chunked session")?,
             );
-            let resp = patch_chunk(cx, l, &b.bytes[..chunk], 0).await?;
+            let bytes = &b.bytes[from..to.unwrap_or(b.bytes.len())];
+            let resp = patch_chunk(cx, l, bytes, from).await?;
             resp.expect(&[416])?;
             out_of_order_range(&resp, chunk - 1)
-        },
-    )
-    .await;
-
-    rec.case(
-        P,
-        "chunked: chunk starting past the uploaded end (out of order): 416",
-        async {
-            let (l, b) = (
-                need(&after_first, "first chunk")?,
-                need(&blob, "open a chunked session")?,
-            );
-            let resp = patch_chunk(cx, l, &b.bytes[chunk * 2..], chunk * 2).await?;
-            resp.expect(&[416])?;
-            out_of_order_range(&resp, chunk - 1)
-        },
-    )
-    .await;
+        })
+        .await;
+    }
 
     let mut status_loc: Option<Url> = None;
     rec.case(
@@ -339,7 +188,7 @@ async fn chunked(cx: &Ctx, rec: &mut Recorder<'_>) {
             let resp = patch_chunk(cx, l, &b.bytes[chunk..chunk * 2], chunk).await?;
             resp.expect(&[202])?;
             expect_range(&resp, chunk * 2 - 1)?;
-            second_loc = Some(cx.http.resolve(resp.require_header("Location")?)?);
+            second_loc = Some(next_location(cx, &resp)?);
             Ok(())
         },
     )
@@ -347,39 +196,16 @@ async fn chunked(cx: &Ctx, rec: &mut Recorder<'_>) {
 
     rec.case(P, "chunked: closing PUT ?digest= carrying the last chunk (Content-Range): 201 with a pullable Location", async {
         let (l, b) = (need(&second_loc, "second chunk")?, need(&blob, "open a chunked session")?);
-        let resp = put_final(cx, l, &b.digest, Some((&b.bytes[chunk * 2..], chunk * 2))).await?;
-        resp.expect(&[201])?;
-        cx.created_blob(repo, &b.digest);
-        check_digest_header(&resp, &b.digest)?;
-        verify_blob_location(cx, resp.require_header("Location")?, &b.bytes).await
+        let resp = upload::close(cx, repo, l, b, Some((&b.bytes[chunk * 2..], chunk * 2))).await?;
+        verify_blob_push(cx, &resp, b).await
     })
     .await;
 
     rec.case(P, "chunked: three PATCH chunks, then PUT ?digest= with an empty body: 201 with a pullable Location", async {
-        let url = cx.uploads_url(repo)?;
-        let resp = cx.http.call(Method::POST, &url, empty_body).await?;
-        resp.expect(&[202])?;
-        let size = chunk_size(&resp);
-        let l = cx.http.resolve(resp.require_header("Location")?)?;
-        let b = Blob::random(size * 3 - 5, Algorithm::Sha256, MT_LAYER_GZ);
-        let location = chunked_upload(cx, l, &b, size, false).await?;
-        cx.created_blob(repo, &b.digest);
+        let (b, location) = upload::chunked(cx, repo, Algorithm::Sha256, false).await?;
         verify_blob_location(cx, &location, &b.bytes).await
     })
     .await;
-}
-
-/// A 416 answer may carry `Range` (the spec does not require it); if it does, it must
-/// state the progress actually made.
-fn out_of_order_range(resp: &crate::client::Resp, end: usize) -> Result<()> {
-    match resp.header("Range") {
-        Some(r) if r == format!("0-{end}") => Ok(()),
-        Some(r) => bail!(
-            "{}: 416 carries Range {r:?}, but the upload is at 0-{end}",
-            resp.what
-        ),
-        None => Ok(()),
-    }
 }
 
 async fn streamed_and_cancel(cx: &Ctx, rec: &mut Recorder<'_>) {
@@ -391,17 +217,9 @@ async fn streamed_and_cancel(cx: &Ctx, rec: &mut Recorder<'_>) {
         "streamed: PATCH with no Content-Length and no Content-Range: 202 with Location and Range",
         async {
             let l = setup(cx.start_upload(repo)).await?;
-            let body = streamed(blob.bytes.clone());
-            let resp = cx
-                .http
-                .call(Method::PATCH, &l, |r| {
-                    r.header("Content-Type", "application/octet-stream")
-                        .body(body)
-                })
-                .await?;
-            resp.expect(&[202])?;
+            let (resp, next) = upload::stream(cx, &l, &blob.bytes).await?;
             expect_range(&resp, blob.bytes.len() - 1)?;
-            loc = Some(cx.http.resolve(resp.require_header("Location")?)?);
+            loc = Some(next);
             Ok(())
         },
     )
@@ -411,11 +229,8 @@ async fn streamed_and_cancel(cx: &Ctx, rec: &mut Recorder<'_>) {
         "streamed: closing PUT ?digest= with an empty body: 201 with a pullable Location",
         async {
             let l = need(&loc, "streamed PATCH")?;
-            let resp = put_final(cx, l, &blob.digest, None).await?;
-            resp.expect(&[201])?;
-            cx.created_blob(repo, &blob.digest);
-            check_digest_header(&resp, &blob.digest)?;
-            verify_blob_location(cx, resp.require_header("Location")?, &blob.bytes).await
+            let resp = upload::close(cx, repo, l, &blob, None).await?;
+            verify_blob_push(cx, &resp, &blob).await
         },
     )
     .await;
@@ -428,8 +243,7 @@ async fn streamed_and_cancel(cx: &Ctx, rec: &mut Recorder<'_>) {
         async {
             let l = setup(cx.start_upload(repo)).await?;
             let resp = patch_chunk(cx, &l, &partial.bytes[..1000], 0).await?;
-            resp.expect(&[202])?;
-            let l = cx.http.resolve(resp.require_header("Location")?)?;
+            let l = next_location(cx, &resp)?;
             let del = cx.http.call(Method::DELETE, &l, empty_body).await?;
             del.expect(&[204])?;
             cancelled = Some(l);
@@ -512,8 +326,7 @@ async fn mounts(cx: &Ctx, rec: &mut Recorder<'_>) {
             resp.expect(&[201])?;
             cx.created_blob(other, &source.digest);
             mounted = true;
-            check_digest_header(&resp, &source.digest)?;
-            verify_blob_location(cx, resp.require_header("Location")?, &source.bytes).await
+            verify_blob_push(cx, &resp, &source).await
         },
     )
     .await;
@@ -596,25 +409,8 @@ async fn well_known_blobs(cx: &Ctx, rec: &mut Recorder<'_>) {
                 "{label}: POST+PUT upload, then HEAD and GET return 200 with its length and content"
             ),
             async {
-                let loc = cx.start_upload(repo).await?;
-                let bytes = blob.bytes.clone();
-                let resp = cx
-                    .http
-                    .call(Method::PUT, &with_digest(&loc, &blob.digest), |r| {
-                        r.header("Content-Type", "application/octet-stream")
-                            .body(bytes)
-                    })
-                    .await?;
-                resp.expect(&[201])?;
-                cx.created_blob(repo, &blob.digest);
-                let d = blob.digest.to_string();
-                let head = cx.http.blob(Method::HEAD, repo, &d, None).await?;
-                head.expect(&[200])?
-                    .expect_header("Content-Length", &blob.bytes.len().to_string())?;
-                check_digest_header(&head, &blob.digest)?;
-                let get = cx.http.blob(Method::GET, repo, &d, None).await?;
-                get.expect(&[200])?.expect_body(&blob.bytes)?;
-                check_digest_header(&get, &blob.digest)
+                cx.push_blob(repo, &blob).await?;
+                head_and_get_blob(cx, repo, &blob, |r, b| check_digest_header(r, &b.digest)).await
             },
         )
         .await;

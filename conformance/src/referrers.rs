@@ -299,9 +299,7 @@ pub(crate) async fn run(cx: &Ctx, rec: &mut Recorder<'_>) {
     if rec.enabled(S) {
         for (name, m, reference, subject) in pushes {
             rec.case(S, name, async {
-                if !ready {
-                    return Err(skip("setup failed"));
-                }
+                need_setup(ready)?;
                 push_referrer(cx, &reference, m, subject).await
             })
             .await;
@@ -311,9 +309,7 @@ pub(crate) async fn run(cx: &Ctx, rec: &mut Recorder<'_>) {
             R,
             "setup: push the referrers (subjects category off, OCI-Subject not checked)",
             async {
-                if !ready {
-                    return Err(skip("setup failed"));
-                }
+                need_setup(ready)?;
                 for (_, m, reference, _) in pushes {
                     cx.push_manifest(repo, &reference, m).await?;
                 }
@@ -352,9 +348,7 @@ pub(crate) async fn run(cx: &Ctx, rec: &mut Recorder<'_>) {
 
     let mut listed: Option<Vec<Desc>> = None;
     rec.case(R, "GET referrers of the subject: 200 with Content-Type application/vnd.oci.image.index.v1+json and a valid index", async {
-        if !ready {
-            return Err(skip("setup failed"));
-        }
+        need_setup(ready)?;
         let (_, got) = list(cx, repo, &sds, None).await?;
         listed = Some(got);
         Ok(())
@@ -366,86 +360,60 @@ pub(crate) async fn run(cx: &Ctx, rec: &mut Recorder<'_>) {
         same_referrers(&what, got, &all)
     })
     .await;
-    rec.case(
-        R,
-        "referrers artifactType: the manifest's artifactType when set",
-        async {
+    let by_kind: [(&str, &[&Manifest]); 3] = [
+        (
+            "referrers artifactType: the manifest's artifactType when set",
+            &[&set.art_a, &set.art_b],
+        ),
+        (
+            "referrers artifactType: the config mediaType when the manifest has none",
+            &[&set.plain],
+        ),
+        (
+            "referrers artifactType: omitted for an index without one, copied for an index with one",
+            &[&set.index_plain, &set.index_typed],
+        ),
+    ];
+    for (name, expected) in by_kind {
+        rec.case(R, name, async {
             let got = need(&listed, "list the subject's referrers")?;
-            same_referrers(
-                &what,
-                &pick(got, &[&set.art_a, &set.art_b]),
-                &[&set.art_a, &set.art_b],
-            )
-        },
-    )
-    .await;
-    rec.case(
-        R,
-        "referrers artifactType: the config mediaType when the manifest has none",
-        async {
-            let got = need(&listed, "list the subject's referrers")?;
-            same_referrers(&what, &pick(got, &[&set.plain]), &[&set.plain])
-        },
-    )
-    .await;
-    rec.case(
-        R,
-        "referrers artifactType: omitted for an index without one, copied for an index with one",
-        async {
-            let got = need(&listed, "list the subject's referrers")?;
-            same_referrers(
-                &what,
-                &pick(got, &[&set.index_plain, &set.index_typed]),
-                &[&set.index_plain, &set.index_typed],
-            )
-        },
-    )
-    .await;
+            same_referrers(&what, &pick(got, expected), expected)
+        })
+        .await;
+    }
 
-    rec.case(R, "GET referrers ?artifactType=<type A>: only type A referrers, with OCI-Filters-Applied: artifactType", async {
-        if !ready {
-            return Err(skip("setup failed"));
-        }
-        let (resp, got) = list(cx, repo, &sds, Some(AT_EXAMPLE_A)).await?;
-        filters_applied(&resp)?;
-        same_referrers(&resp.what, &got, &[&set.art_a, &set.index_typed])
-    })
-    .await;
-    rec.case(
-        R,
-        "GET referrers ?artifactType=<config media type fallback>: the image without artifactType",
-        async {
-            if !ready {
-                return Err(skip("setup failed"));
-            }
-            let (resp, got) = list(cx, repo, &sds, Some(MT_EXAMPLE_CONFIG)).await?;
+    let filtered: [(&str, &str, &[&Manifest]); 3] = [
+        (
+            "GET referrers ?artifactType=<type A>: only type A referrers, with OCI-Filters-Applied: artifactType",
+            AT_EXAMPLE_A,
+            &[&set.art_a, &set.index_typed],
+        ),
+        (
+            "GET referrers ?artifactType=<config media type fallback>: the image without artifactType",
+            MT_EXAMPLE_CONFIG,
+            &[&set.plain],
+        ),
+        (
+            "GET referrers ?artifactType=<type nobody uses>: empty list, with OCI-Filters-Applied",
+            "application/vnd.example.unused.v1",
+            &[],
+        ),
+    ];
+    for (name, artifact_type, expected) in filtered {
+        rec.case(R, name, async {
+            need_setup(ready)?;
+            let (resp, got) = list(cx, repo, &sds, Some(artifact_type)).await?;
             filters_applied(&resp)?;
-            same_referrers(&resp.what, &got, &[&set.plain])
-        },
-    )
-    .await;
-    rec.case(
-        R,
-        "GET referrers ?artifactType=<type nobody uses>: empty list, with OCI-Filters-Applied",
-        async {
-            if !ready {
-                return Err(skip("setup failed"));
-            }
-            let (resp, got) =
-                list(cx, repo, &sds, Some("application/vnd.example.unused.v1")).await?;
-            filters_applied(&resp)?;
-            same_referrers(&resp.what, &got, &[])
-        },
-    )
-    .await;
+            same_referrers(&resp.what, &got, expected)
+        })
+        .await;
+    }
 
     rec.case(
         R,
         "GET referrers of a subject that does not exist yet: lists the referrer pushed before it",
         async {
-            if !ready {
-                return Err(skip("setup failed"));
-            }
+            need_setup(ready)?;
             let (resp, got) = list(cx, repo, &late.to_string(), None).await?;
             same_referrers(&resp.what, &got, &[&set.late_referrer])
         },
@@ -455,9 +423,7 @@ pub(crate) async fn run(cx: &Ctx, rec: &mut Recorder<'_>) {
         R,
         "after the subject is pushed, its referrers list still holds the earlier referrer",
         async {
-            if !ready {
-                return Err(skip("setup failed"));
-            }
+            need_setup(ready)?;
             setup(cx.push_manifest(repo, &late.to_string(), &set.late_subject.manifest)).await?;
             let (resp, got) = list(cx, repo, &late.to_string(), None).await?;
             same_referrers(&resp.what, &got, &[&set.late_referrer])
@@ -469,9 +435,7 @@ pub(crate) async fn run(cx: &Ctx, rec: &mut Recorder<'_>) {
         R,
         "referrers are scoped to the repository: another repository lists none for the subject",
         async {
-            if !ready {
-                return Err(skip("setup failed"));
-            }
+            need_setup(ready)?;
             let marker = Blob::random(64, Algorithm::Sha256, MT_LAYER_GZ);
             setup(cx.push_blob(&cx.other, &marker)).await?;
             let (resp, got) = list(cx, &cx.other, &sds, None).await?;
@@ -489,6 +453,15 @@ pub(crate) async fn run(cx: &Ctx, rec: &mut Recorder<'_>) {
         Ok(())
     })
     .await;
+}
+
+/// Skips the case unless the setup step succeeded.
+fn need_setup(ready: bool) -> Result<()> {
+    if ready {
+        Ok(())
+    } else {
+        Err(skip("setup failed"))
+    }
 }
 
 /// The entries of `got` for the given manifests.

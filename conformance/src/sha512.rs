@@ -8,12 +8,10 @@ use reqwest::Method;
 use crate::Category;
 use crate::client::Resp;
 use crate::content::{self, Algorithm, Blob, Digest, Extra, Image, MT_LAYER_GZ};
-use crate::pull::check_manifest;
-use crate::push::{
-    chunk_size, chunked_upload, put_final, setup, streamed, verify_blob_location,
-    verify_manifest_push,
-};
-use crate::suite::{Ctx, Recorder, empty_body, with_digest};
+use crate::pull::{check_manifest, head_and_get_blob};
+use crate::push::{setup, verify_manifest_push};
+use crate::suite::{Ctx, Recorder};
+use crate::upload::{self, verify_blob_location};
 
 const C: Category = Category::Sha512;
 
@@ -32,33 +30,19 @@ fn digest_header_matches(resp: &Resp, bytes: &[u8]) -> Result<()> {
 
 /// HEAD and GET of a sha512 blob.
 async fn check_sha512_blob(cx: &Ctx, blob: &Blob) -> Result<()> {
-    let d = blob.digest.to_string();
-    let head = cx.http.blob(Method::HEAD, &cx.repo, &d, None).await?;
-    head.expect(&[200])?
-        .expect_header("Content-Length", &blob.bytes.len().to_string())?;
-    digest_header_matches(&head, &blob.bytes)?;
-    let get = cx.http.blob(Method::GET, &cx.repo, &d, None).await?;
-    get.expect(&[200])?.expect_body(&blob.bytes)?;
-    digest_header_matches(&get, &blob.bytes)
+    head_and_get_blob(cx, &cx.repo, blob, |r, b| {
+        digest_header_matches(r, &b.bytes)
+    })
+    .await
 }
 
 /// Runs the sha512 cases.
 pub(crate) async fn run(cx: &Ctx, rec: &mut Recorder<'_>) {
     let repo = &cx.repo;
-    let alg = [("digest-algorithm", "sha512")];
 
     let mono = Blob::random(1024, Algorithm::Sha512, MT_LAYER_GZ);
     rec.case(C, "sha512 blob by POST then PUT ?digest=sha512:…: 201, then HEAD/GET by that digest return it", async {
-        let loc = cx.start_upload(repo).await?;
-        let bytes = mono.bytes.clone();
-        let resp = cx
-            .http
-            .call(Method::PUT, &with_digest(&loc, &mono.digest), |r| {
-                r.header("Content-Type", "application/octet-stream").body(bytes)
-            })
-            .await?;
-        resp.expect(&[201])?;
-        cx.created_blob(repo, &mono.digest);
+        let resp = cx.push_blob(repo, &mono).await?;
         verify_blob_location(cx, resp.require_header("Location")?, &mono.bytes).await?;
         check_sha512_blob(cx, &mono).await
     })
@@ -69,44 +53,14 @@ pub(crate) async fn run(cx: &Ctx, rec: &mut Recorder<'_>) {
         C,
         "sha512 blob by single POST ?digest=sha512:…: 201 (or 202, then PUT completes it)",
         async {
-            let mut url = cx.uploads_url(repo)?;
-            crate::client::add_query(&mut url, "digest", &single.digest.to_string());
-            let bytes = single.bytes.clone();
-            let resp = cx
-                .http
-                .call(Method::POST, &url, |r| {
-                    r.header("Content-Type", "application/octet-stream")
-                        .body(bytes)
-                })
-                .await?;
-            resp.expect(&[201, 202])?;
-            if resp.status.as_u16() == 202 {
-                let loc = cx.http.resolve(resp.require_header("Location")?)?;
-                let bytes = single.bytes.clone();
-                cx.http
-                    .call(Method::PUT, &with_digest(&loc, &single.digest), |r| {
-                        r.header("Content-Type", "application/octet-stream")
-                            .body(bytes)
-                    })
-                    .await?
-                    .expect(&[201])?;
-            }
-            cx.created_blob(repo, &single.digest);
+            upload::single_post(cx, repo, &single).await?;
             check_sha512_blob(cx, &single).await
         },
     )
     .await;
 
     rec.case(C, "sha512 blob by chunked upload opened with ?digest-algorithm=sha512: 201, then HEAD/GET return it", async {
-        let mut url = cx.uploads_url(repo)?;
-        crate::client::add_query(&mut url, alg[0].0, alg[0].1);
-        let resp = cx.http.call(Method::POST, &url, empty_body).await?;
-        resp.expect(&[202])?;
-        let size = chunk_size(&resp);
-        let loc = cx.http.resolve(resp.require_header("Location")?)?;
-        let blob = Blob::random(size * 3 - 5, Algorithm::Sha512, MT_LAYER_GZ);
-        let location = chunked_upload(cx, loc, &blob, size, true).await?;
-        cx.created_blob(repo, &blob.digest);
+        let (blob, location) = upload::chunked(cx, repo, Algorithm::Sha512, true).await?;
         verify_blob_location(cx, &location, &blob.bytes).await?;
         check_sha512_blob(cx, &blob).await
     })
@@ -117,20 +71,9 @@ pub(crate) async fn run(cx: &Ctx, rec: &mut Recorder<'_>) {
         "sha512 blob by streamed PATCH in a session opened with ?digest-algorithm=sha512: 201",
         async {
             let blob = Blob::random(2500, Algorithm::Sha512, MT_LAYER_GZ);
-            let loc = setup(cx.start_upload_with(repo, &alg)).await?;
-            let body = streamed(blob.bytes.clone());
-            let resp = cx
-                .http
-                .call(Method::PATCH, &loc, |r| {
-                    r.header("Content-Type", "application/octet-stream")
-                        .body(body)
-                })
-                .await?;
-            resp.expect(&[202])?;
-            let loc = cx.http.resolve(resp.require_header("Location")?)?;
-            let put = put_final(cx, &loc, &blob.digest, None).await?;
-            put.expect(&[201])?;
-            cx.created_blob(repo, &blob.digest);
+            let session = setup(upload::open(cx, repo, Some(Algorithm::Sha512))).await?;
+            let (_, loc) = upload::stream(cx, &session.url, &blob.bytes).await?;
+            upload::close(cx, repo, &loc, &blob, None).await?;
             check_sha512_blob(cx, &blob).await
         },
     )
@@ -178,12 +121,7 @@ pub(crate) async fn run(cx: &Ctx, rec: &mut Recorder<'_>) {
         let loc = cx.start_upload(repo).await?;
         let mut bytes = blob.bytes.clone();
         bytes.extend_from_slice(b"oh no");
-        let resp = cx
-            .http
-            .call(Method::PUT, &with_digest(&loc, &blob.digest), |r| {
-                r.header("Content-Type", "application/octet-stream").body(bytes)
-            })
-            .await?;
+        let resp = upload::put_blob(cx, &loc, &blob.digest, &bytes).await?;
         resp.expect_error(&[400], &["DIGEST_INVALID"])?;
         cx.http
             .blob(Method::GET, repo, &blob.digest.to_string(), None)

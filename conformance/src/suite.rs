@@ -12,7 +12,7 @@ use url::Url;
 
 use crate::client::{Http, Resp};
 use crate::content::{Algorithm, Blob, Digest, Extra, Image, Manifest, random_id};
-use crate::{Categories, Category, Config};
+use crate::{Categories, Category, Config, upload};
 
 /// How one case ended.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -342,40 +342,14 @@ impl Ctx {
 
     /// Starts an upload session (`POST`, `Content-Length: 0`) and returns its location.
     pub(crate) async fn start_upload(&self, repo: &str) -> Result<Url> {
-        self.start_upload_with(repo, &[]).await
-    }
-
-    /// Starts an upload session with extra query parameters.
-    pub(crate) async fn start_upload_with(
-        &self,
-        repo: &str,
-        query: &[(&str, &str)],
-    ) -> Result<Url> {
-        let mut url = self.uploads_url(repo)?;
-        for (k, v) in query {
-            crate::client::add_query(&mut url, k, v);
-        }
-        let resp = self.http.call(Method::POST, &url, empty_body).await?;
-        resp.expect(&[202])?;
-        self.http.resolve(resp.require_header("Location")?)
+        Ok(upload::open(self, repo, None).await?.url)
     }
 
     /// Pushes `blob` to `repo` with POST then PUT (the one upload every registry must
-    /// support) and notes it for cleanup.
-    pub(crate) async fn push_blob(&self, repo: &str, blob: &Blob) -> Result<()> {
+    /// support) and notes it for cleanup; returns the PUT's answer (201).
+    pub(crate) async fn push_blob(&self, repo: &str, blob: &Blob) -> Result<Resp> {
         let loc = self.start_upload(repo).await?;
-        let url = with_digest(&loc, &blob.digest);
-        let bytes = blob.bytes.clone();
-        let resp = self
-            .http
-            .call(Method::PUT, &url, |r| {
-                r.header("Content-Type", "application/octet-stream")
-                    .body(bytes)
-            })
-            .await?;
-        resp.expect(&[201])?;
-        self.created_blob(repo, &blob.digest);
-        Ok(())
+        upload::monolithic(self, repo, &loc, blob).await
     }
 
     /// Pushes every blob in `blobs`.

@@ -37,11 +37,14 @@ async fn rejected(cx: &Ctx, tag: &str, m: &Manifest) -> Result<()> {
     Ok(())
 }
 
-/// An image whose config is pushed but whose second layer is not.
-fn image_missing_layer() -> Result<(Image, Blob)> {
+/// Pushes the blobs of a new image except its second layer; returns the image.
+async fn push_image_missing_layer(cx: &Ctx) -> Result<Image> {
     let img = Image::random(Algorithm::Sha256, &[400, 400], Extra::default())?;
-    let missing = img.layers[1].clone();
-    Ok((img, missing))
+    let missing = &img.layers[1];
+    let mut present = img.blobs();
+    present.retain(|b| b.digest != missing.digest);
+    setup(cx.push_blobs(&cx.repo, &present)).await?;
+    Ok(img)
 }
 
 /// Runs the sparse and non-distributable cases.
@@ -56,10 +59,7 @@ pub(crate) async fn run(cx: &Ctx, rec: &mut Recorder<'_>) {
             Category::Sparse,
             "sparse: image manifest with a layer that was never pushed: 201, served back",
             async {
-                let (img, missing) = image_missing_layer()?;
-                let mut present = img.blobs();
-                present.retain(|b| b.digest != missing.digest);
-                setup(cx.push_blobs(repo, &present)).await?;
+                let img = push_image_missing_layer(cx).await?;
                 accepted(cx, &cx.tag("sparse-image"), &img.manifest).await
             },
         )
@@ -98,10 +98,7 @@ pub(crate) async fn run(cx: &Ctx, rec: &mut Recorder<'_>) {
     ];
     if !sparse_on {
         rec.case(Category::Errors, strict[0], async {
-            let (img, missing) = image_missing_layer()?;
-            let mut present = img.blobs();
-            present.retain(|b| b.digest != missing.digest);
-            setup(cx.push_blobs(repo, &present)).await?;
+            let img = push_image_missing_layer(cx).await?;
             rejected(cx, &cx.tag("strict-layer"), &img.manifest).await
         })
         .await;
