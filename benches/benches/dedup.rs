@@ -74,7 +74,7 @@ fn main() {
     );
     let mut layers = Vec::new();
     for _ in 0..VERSIONS {
-        layers.push(Bytes::from(layer.to_tar()));
+        layers.push(Bytes::from(layer.to_tar().unwrap()));
         layer = layer.next_version(0.01, &mut rng);
     }
     let rt = stowage_benches::runtime();

@@ -76,6 +76,11 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Load a registry (this one or any other) and measure it.
+    Bench {
+        #[command(subcommand)]
+        workload: commands::bench::BenchCommand,
+    },
     /// List open upload sessions with their age.
     Uploads {
         /// Print JSON.
@@ -152,6 +157,7 @@ async fn main() -> std::process::ExitCode {
         Command::Get { digest, output } => commands::get(options, &digest, output).await,
         Command::Stats { json } => commands::stats(options, json).await,
         Command::Uploads { json } => commands::uploads(options, json).await,
+        Command::Bench { workload } => commands::bench::run(workload).await,
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

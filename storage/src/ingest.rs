@@ -469,10 +469,14 @@ impl Ingest {
         let add = |counter: &std::sync::atomic::AtomicU64, n: u64| {
             counter.fetch_add(n, Ordering::Relaxed);
         };
-        add(&totals.stored_bytes, now.stored_bytes.saturating_sub(self.reported.stored_bytes));
+        add(
+            &totals.stored_bytes,
+            now.stored_bytes.saturating_sub(self.reported.stored_bytes),
+        );
         add(
             &totals.deduplicated_bytes,
-            now.deduplicated_bytes.saturating_sub(self.reported.deduplicated_bytes),
+            now.deduplicated_bytes
+                .saturating_sub(self.reported.deduplicated_bytes),
         );
         self.reported = now;
         Ok(())
