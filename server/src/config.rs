@@ -25,6 +25,8 @@ pub struct FileConfig {
     pub max_blob_bytes: Option<u64>,
     /// Seconds a request body may stall before the request is dropped.
     pub body_timeout_secs: Option<u64>,
+    /// Blob writes that chunk and hash at once (each holds ~16 MiB); others wait.
+    pub max_concurrent_writes: Option<usize>,
     /// Which DELETE requests are served.
     pub delete: Option<crate::api::Deletes>,
     /// Serve HTTPS with this certificate and key.
@@ -117,6 +119,10 @@ impl ServeConfig {
         }
         let mut store = StoreOptions::new(backend.url.clone());
         store.backend = backend;
+        if let Some(n) = file.max_concurrent_writes {
+            anyhow::ensure!(n > 0, "max_concurrent_writes must be at least 1");
+            store.max_concurrent_writes = n;
+        }
         let public_url = over.public_url.or(file.public_url);
         if let Some(u) = &public_url {
             let parsed = url::Url::parse(u)

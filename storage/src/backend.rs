@@ -275,10 +275,9 @@ impl Backend {
             return tokio::task::spawn_blocking(move || read_pooled(&file, range))
                 .await?
                 .map_err(|e| match e.kind() {
-                    std::io::ErrorKind::UnexpectedEof => Error::corrupt(
-                        &key_text,
-                        format!("short read: wanted {want} bytes"),
-                    ),
+                    std::io::ErrorKind::UnexpectedEof => {
+                        Error::corrupt(&key_text, format!("short read: wanted {want} bytes"))
+                    }
                     _ => Error::io(&key_text, e),
                 });
         }
@@ -795,47 +794,19 @@ impl Drop for DirectWriter {
     }
 }
 
-/// Read buffers kept for reuse (see [`Backend::get_range`]).
-static READ_BUFFERS: std::sync::Mutex<Vec<Vec<u8>>> = std::sync::Mutex::new(Vec::new());
-/// At most this many idle buffers are kept.
-const READ_BUFFERS_KEPT: usize = 16;
-
-/// A read buffer that goes back to the pool when the last `Bytes` of it is dropped.
-struct PooledRead(Vec<u8>);
-
-impl AsRef<[u8]> for PooledRead {
-    fn as_ref(&self) -> &[u8] {
-        &self.0
-    }
-}
-
-impl Drop for PooledRead {
-    fn drop(&mut self) {
-        let buf = std::mem::take(&mut self.0);
-        let mut pool = READ_BUFFERS.lock().unwrap_or_else(|e| e.into_inner());
-        if pool.len() < READ_BUFFERS_KEPT {
-            pool.push(buf);
-        }
-    }
-}
-
 /// `range` of the file at `path`, read into a pooled buffer.
 fn read_pooled(path: &std::path::Path, range: Range<u64>) -> std::io::Result<Bytes> {
     use std::os::unix::fs::FileExt as _;
     let len = (range.end - range.start) as usize;
-    let mut buf = READ_BUFFERS
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .pop()
-        .unwrap_or_default();
+    let mut buf = crate::buffers::take();
     // Reused buffers keep their (initialised) contents; only growth is zeroed.
     buf.resize(len, 0);
     let file = std::fs::File::open(path)?;
     if let Err(e) = file.read_exact_at(&mut buf, range.start) {
-        drop(PooledRead(buf));
+        crate::buffers::give_back(buf);
         return Err(e);
     }
-    Ok(Bytes::from_owner(PooledRead(buf)))
+    Ok(crate::buffers::into_bytes(buf))
 }
 
 #[cfg(test)]

@@ -14,6 +14,7 @@
 //! docs/storage.md describes the formats and the reasons for them.
 
 mod backend;
+mod buffers;
 mod chunk;
 mod codec;
 mod config;

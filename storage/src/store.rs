@@ -42,6 +42,9 @@ pub struct StoreOptions {
     pub inline_max: usize,
     /// Pack footers kept in memory to confirm dedup hits.
     pub footer_cache: usize,
+    /// Writes (blob pushes, upload appends) that run at once; the others wait their
+    /// turn. Each holds about 16 MiB of buffers while it runs, so this bounds memory.
+    pub max_concurrent_writes: usize,
 }
 
 impl StoreOptions {
@@ -56,6 +59,7 @@ impl StoreOptions {
             pack_size: None,
             inline_max: 16 * 1024,
             footer_cache: 64,
+            max_concurrent_writes: 4,
         }
     }
 }
@@ -159,6 +163,9 @@ impl Store {
                     chunker,
                     pack_size,
                     totals: Default::default(),
+                    permits: Arc::new(tokio::sync::Semaphore::new(
+                        options.max_concurrent_writes.max(1),
+                    )),
                 }),
                 backend,
                 identity,
