@@ -440,9 +440,9 @@ impl Backend {
         .await?
     }
 
-    /// Starts writing a pack to `key`. Nothing is visible at `key` until
-    /// [`PackWriter::finish`] returns.
-    pub(crate) fn pack_writer(&self, key: Path) -> Result<PackWriter> {
+    /// Starts writing a pack of about `size` bytes to `key`. Nothing is visible at
+    /// `key` until [`PackWriter::finish`] returns.
+    pub(crate) fn pack_writer(&self, key: Path, size: u64) -> Result<PackWriter> {
         match &self.local {
             Some(local) => {
                 let target = local
@@ -459,11 +459,16 @@ impl Backend {
             None => Ok(PackWriter::Buffered {
                 backend: self.clone(),
                 key,
-                buf: BytesMut::new(),
+                // Sized up front: grown by doubling, an 8 MiB pack held 16 MiB.
+                buf: BytesMut::with_capacity(size as usize + PACK_SLACK),
             }),
         }
     }
 }
+
+/// Room past the target pack size: the chunk that crosses it (at most the largest
+/// chunk) and the footer.
+const PACK_SLACK: usize = 512 << 10;
 
 /// A staging file this old belongs to a pack write that died with its process (a live
 /// one finishes a pack in seconds); another process may be writing younger ones.
@@ -836,7 +841,7 @@ mod tests {
         })
         .unwrap();
         let key = Path::from("packs/0123456789abcdef0123456789abcdef");
-        let mut w = backend.pack_writer(key.clone()).unwrap();
+        let mut w = backend.pack_writer(key.clone(), 1 << 20).unwrap();
         w.write(&vec![7u8; 5 << 20]).unwrap();
         drop(w);
         assert_eq!(

@@ -238,7 +238,7 @@ impl CutState {
             Some(p) => p,
             None => {
                 let pid = PackId::generate();
-                let writer = ctx.backend.pack_writer(layout::pack(&pid))?;
+                let writer = ctx.backend.pack_writer(layout::pack(&pid), ctx.pack_size)?;
                 self.stats.packs += 1;
                 self.pack.insert(OpenPack {
                     id: pid,
