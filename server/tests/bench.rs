@@ -139,3 +139,177 @@ fn push_pull_versions_and_manifests() {
     assert!(!ok);
     assert_eq!(r["errors"]["404"], 1);
 }
+
+/// A registry that wants credentials: Basic, or a Bearer token from its token
+/// endpoint (which itself wants Basic). Serves one manifest; counts refusals.
+async fn guarded_registry(bearer: bool) -> (String, std::sync::Arc<std::sync::atomic::AtomicU64>) {
+    use axum::http::{HeaderMap, StatusCode, header};
+    use axum::routing::get;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let refused = std::sync::Arc::new(AtomicU64::new(0));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let basic = "Basic dXNlcjpzZWNyZXQ="; // user:secret
+    let challenge = if bearer {
+        format!(r#"Bearer realm="{base}/token",service="test",scope="repository:bench/blobs:pull""#)
+    } else {
+        r#"Basic realm="test""#.to_string()
+    };
+    let counter = refused.clone();
+    let manifest = move |headers: HeaderMap| {
+        let (challenge, counter) = (challenge.clone(), counter.clone());
+        async move {
+            let auth = headers
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok());
+            let ok = if bearer {
+                auth == Some("Bearer t0ken")
+            } else {
+                auth == Some(basic)
+            };
+            if ok {
+                (
+                    StatusCode::OK,
+                    [(
+                        header::CONTENT_TYPE,
+                        "application/vnd.oci.image.manifest.v1+json",
+                    )],
+                    "{}".to_string(),
+                )
+                    .into_response()
+            } else {
+                counter.fetch_add(1, Ordering::Relaxed);
+                (
+                    StatusCode::UNAUTHORIZED,
+                    [(header::WWW_AUTHENTICATE, challenge)],
+                    String::new(),
+                )
+                    .into_response()
+            }
+        }
+    };
+    let token = move |headers: HeaderMap, axum::extract::RawQuery(q): axum::extract::RawQuery| async move {
+        let q = q.unwrap_or_default();
+        let auth = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        if auth != Some(basic) || !q.contains("service=test") || !q.contains("scope=repository") {
+            return (StatusCode::UNAUTHORIZED, String::new());
+        }
+        (StatusCode::OK, r#"{"token":"t0ken"}"#.to_string())
+    };
+    use axum::response::IntoResponse as _;
+    let app = axum::Router::new()
+        .route(
+            "/v2/bench/blobs/manifests/t",
+            get(manifest.clone()).head(manifest),
+        )
+        .route("/token", get(token));
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (base, refused)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn basic_and_token_auth() {
+    for bearer in [false, true] {
+        let (url, refused) = guarded_registry(bearer).await;
+        let args = [
+            "manifests",
+            "--registry",
+            &url,
+            "--tag",
+            "t",
+            "--seconds",
+            "1",
+            "--connections",
+            "1",
+        ];
+        // Without credentials every request is refused.
+        let (ok, r) = tokio::task::spawn_blocking({
+            let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+            move || bench(&args.iter().map(String::as_str).collect::<Vec<_>>())
+        })
+        .await
+        .unwrap();
+        assert!(
+            !ok && r["errors"]["401"].as_u64().unwrap() > 0,
+            "bearer={bearer}: {r}"
+        );
+        // With them: one challenge answered, then every request succeeds.
+        let before = refused.load(std::sync::atomic::Ordering::Relaxed);
+        let (ok, r) = tokio::task::spawn_blocking({
+            let mut args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+            args.extend(["--username", "user", "--password", "secret"].map(String::from));
+            move || bench(&args.iter().map(String::as_str).collect::<Vec<_>>())
+        })
+        .await
+        .unwrap();
+        assert!(ok, "bearer={bearer}: {r}");
+        assert!(r["requests"].as_u64().unwrap() > 10);
+        let challenges = refused.load(std::sync::atomic::Ordering::Relaxed) - before;
+        assert_eq!(
+            challenges, 1,
+            "bearer={bearer}: credentials are kept after the first challenge"
+        );
+    }
+}
+
+/// `--insecure` reaches a TLS registry with a self-signed certificate.
+#[test]
+fn https_with_a_self_signed_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    let made = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+        ])
+        .args(["-nodes", "-days", "1", "-subj", "/CN=127.0.0.1"])
+        .args(["-addext", "subjectAltName=IP:127.0.0.1"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .unwrap();
+    assert!(made.status.success());
+    let store = dir.path().join("store");
+    let server = Server::start(
+        env!("CARGO_BIN_EXE_stowage").as_ref(),
+        store.to_str().unwrap(),
+        &[
+            "--tls-cert",
+            cert.to_str().unwrap(),
+            "--tls-key",
+            key.to_str().unwrap(),
+        ],
+    );
+    let url = format!("https://{}", server.addr);
+    let push = [
+        "push",
+        "--registry",
+        &url,
+        "--count",
+        "2",
+        "--size",
+        "256KiB",
+        "--tag",
+        "t",
+    ];
+    let (ok, r) = bench(&push);
+    assert!(
+        !ok && r["errors"]["transport"].as_u64().unwrap() > 0,
+        "untrusted certificate: {r}"
+    );
+    let mut insecure = push.to_vec();
+    insecure.push("--insecure");
+    let (ok, r) = bench(&insecure);
+    assert!(ok, "{r}");
+    let (ok, r) = bench(&["pull", "--registry", &url, "--tag", "t", "--insecure"]);
+    assert!(ok, "{r}");
+    assert_eq!(r["latency_ms"]["blob_get"]["count"], 2);
+}
