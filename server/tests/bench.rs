@@ -209,6 +209,14 @@ async fn guarded_registry(bearer: bool) -> (String, std::sync::Arc<std::sync::at
     (base, refused)
 }
 
+/// [`bench`] off the async runtime, which keeps serving the mock registry.
+async fn bench_in_background(args: &[&str]) -> (bool, serde_json::Value) {
+    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    tokio::task::spawn_blocking(move || bench(&args.iter().map(String::as_str).collect::<Vec<_>>()))
+        .await
+        .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn basic_and_token_auth() {
     for bearer in [false, true] {
@@ -225,25 +233,16 @@ async fn basic_and_token_auth() {
             "1",
         ];
         // Without credentials every request is refused.
-        let (ok, r) = tokio::task::spawn_blocking({
-            let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-            move || bench(&args.iter().map(String::as_str).collect::<Vec<_>>())
-        })
-        .await
-        .unwrap();
+        let (ok, r) = bench_in_background(&args).await;
         assert!(
             !ok && r["errors"]["401"].as_u64().unwrap() > 0,
             "bearer={bearer}: {r}"
         );
         // With them: one challenge answered, then every request succeeds.
         let before = refused.load(std::sync::atomic::Ordering::Relaxed);
-        let (ok, r) = tokio::task::spawn_blocking({
-            let mut args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-            args.extend(["--username", "user", "--password", "secret"].map(String::from));
-            move || bench(&args.iter().map(String::as_str).collect::<Vec<_>>())
-        })
-        .await
-        .unwrap();
+        let mut with_creds = args.to_vec();
+        with_creds.extend(["--username", "user", "--password", "secret"]);
+        let (ok, r) = bench_in_background(&with_creds).await;
         assert!(ok, "bearer={bearer}: {r}");
         assert!(r["requests"].as_u64().unwrap() > 10);
         let challenges = refused.load(std::sync::atomic::Ordering::Relaxed) - before;
@@ -258,25 +257,7 @@ async fn basic_and_token_auth() {
 #[test]
 fn https_with_a_self_signed_certificate() {
     let dir = tempfile::tempdir().unwrap();
-    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
-    let made = Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-        ])
-        .args(["-nodes", "-days", "1", "-subj", "/CN=127.0.0.1"])
-        .args(["-addext", "subjectAltName=IP:127.0.0.1"])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output()
-        .unwrap();
-    assert!(made.status.success());
+    let (cert, key) = stowage_tests::server::self_signed_cert(dir.path());
     let store = dir.path().join("store");
     let server = Server::start(
         env!("CARGO_BIN_EXE_stowage").as_ref(),
