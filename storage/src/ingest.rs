@@ -225,7 +225,11 @@ impl CutState {
                 }
                 None => self.store(ctx, id, chunk)?,
             };
-            self.refs.push(ChunkRef { id, at });
+            self.refs.push(ChunkRef {
+                id,
+                at,
+                crc: Some(crc32c::crc32c(chunk)),
+            });
         }
         if let Ok(buf) = Arc::try_unwrap(batch.data) {
             self.spare.push(buf);

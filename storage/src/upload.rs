@@ -26,6 +26,9 @@ use crate::recipe::{self, ChunkRef};
 const STATE_MAGIC: &[u8; 4] = b"STWU";
 const SEGMENT_MAGIC: &[u8; 4] = b"STWS";
 const VERSION: u8 = 1;
+/// Segments whose refs carry CRCs (see the recipe format); version 1 is still read.
+const SEGMENT_VERSION: u8 = 2;
+const SEGMENT_VERSION_NO_CRC: u8 = 1;
 
 /// An upload session id: a random UUID, so ids cannot be guessed or collide between
 /// replicas.
@@ -177,8 +180,13 @@ impl SessionState {
 pub(crate) fn encode_segment(refs: &[ChunkRef]) -> Vec<u8> {
     let mut out = Vec::new();
     out.extend_from_slice(SEGMENT_MAGIC);
-    out.push(VERSION);
-    recipe::encode_refs(refs, &mut out);
+    let with_crc = recipe::all_have_crc(refs);
+    out.push(if with_crc {
+        SEGMENT_VERSION
+    } else {
+        SEGMENT_VERSION_NO_CRC
+    });
+    recipe::encode_refs(refs, with_crc, &mut out);
     codec::seal(&mut out);
     out
 }
@@ -186,10 +194,15 @@ pub(crate) fn encode_segment(refs: &[ChunkRef]) -> Vec<u8> {
 pub(crate) fn decode_segment(data: &[u8], key: &str) -> Result<Vec<ChunkRef>> {
     let body = codec::unseal(data, key)?;
     let mut r = Reader::new(body, key);
-    if r.take(4)? != SEGMENT_MAGIC || r.u8()? != VERSION {
+    if r.take(4)? != SEGMENT_MAGIC {
         return Err(r.corrupt("not an upload segment"));
     }
-    let refs = recipe::decode_refs(&mut r)?;
+    let with_crc = match r.u8()? {
+        SEGMENT_VERSION => true,
+        SEGMENT_VERSION_NO_CRC => false,
+        v => return Err(r.corrupt(format!("upload segment version {v}"))),
+    };
+    let refs = recipe::decode_refs(&mut r, with_crc)?;
     r.expect_end()?;
     Ok(refs)
 }
