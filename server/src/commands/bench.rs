@@ -211,11 +211,13 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
         }
     };
     bar.finish_and_clear();
-    if connect.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+    let text = if connect.json {
+        serde_json::to_string_pretty(&report)? + "\n"
     } else {
-        print_report(&report);
-    }
+        render_report(&report)
+    };
+    // A reader that stops early (`| head`) is not an error worth a panic.
+    let _ = std::io::Write::write_all(&mut std::io::stdout().lock(), text.as_bytes());
     anyhow::ensure!(
         report.error_count() == 0,
         "{} request(s) failed",
@@ -224,27 +226,38 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn print_report(r: &Report) {
-    println!(
+/// The report as a person reads it.
+fn render_report(r: &Report) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
         "{}: {} requests in {:.2} s, {} moved",
         r.workload,
         r.requests,
         r.seconds,
         output::bytes(r.bytes)
     );
-    println!(
+    let _ = writeln!(
+        out,
         "throughput      {:.1} MB/s, {:.1} requests/s",
         r.throughput_mb_s, r.requests_per_second
     );
     if let Some(stored) = r.stored_bytes {
-        println!("stored          {} of new chunks", output::bytes(stored));
+        let _ = writeln!(
+            out,
+            "stored          {} of new chunks",
+            output::bytes(stored)
+        );
     }
-    println!(
+    let _ = writeln!(
+        out,
         "{:<16}{:>8}{:>10}{:>10}{:>10}{:>10}",
         "latency (ms)", "count", "p50", "p95", "p99", "max"
     );
     for (kind, l) in &r.latency_ms {
-        println!(
+        let _ = writeln!(
+            out,
             "{:<16}{:>8}{:>10.2}{:>10.2}{:>10.2}{:>10.2}",
             kind.name(),
             l.count,
@@ -255,11 +268,12 @@ fn print_report(r: &Report) {
         );
     }
     if r.errors.is_empty() {
-        println!("errors          none");
+        let _ = writeln!(out, "errors          none");
     } else {
         let list: Vec<String> = r.errors.iter().map(|(k, n)| format!("{k}: {n}")).collect();
-        println!("errors          {}", list.join(", "));
+        let _ = writeln!(out, "errors          {}", list.join(", "));
     }
+    out
 }
 
 /// `16MiB`, `1GiB`, `500KB`, `1000`: a size in bytes.
@@ -288,6 +302,28 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_report_reads_as_a_table() {
+        let rec = stowage_loadgen::measure::Recorder::new();
+        rec.request(
+            stowage_loadgen::Kind::UploadFinish,
+            Duration::from_millis(12),
+            1 << 20,
+        );
+        rec.error("503");
+        let text = render_report(&rec.report("push", Some(1 << 20)));
+        assert!(text.starts_with("push: 1 requests in "), "{text}");
+        assert!(
+            text.contains("stored          1.0 MiB of new chunks"),
+            "{text}"
+        );
+        assert!(
+            text.contains("upload PUT             1     12.00"),
+            "{text}"
+        );
+        assert!(text.contains("errors          503: 1"), "{text}");
+    }
 
     #[test]
     fn sizes_take_decimal_and_binary_units() {
