@@ -293,15 +293,23 @@ impl Request<'_> {
         body: bool,
     ) -> Result<Response, ApiError> {
         let repo = self.store().repository(name);
-        let info = repo.blob(digest).await?.ok_or_else(|| {
+        let unknown = || {
             ApiError::new(
                 StatusCode::NOT_FOUND,
                 ErrorCode::BlobUnknown,
                 format!("blob {digest} is not in repository {name}"),
             )
-        })?;
+        };
+        // A GET reads the recipe once, for the size and the chunks; a HEAD reads only
+        // the recipe's header.
+        let (size, reader) = if body {
+            let reader = repo.open_blob(digest).await?.ok_or_else(unknown)?;
+            (reader.size(), Some(reader))
+        } else {
+            (repo.blob(digest).await?.ok_or_else(unknown)?.size, None)
+        };
         let range = match self.header(header::RANGE) {
-            Some(r) => Some(parse_range(r, info.size)?),
+            Some(r) => Some(parse_range(r, size)?),
             None => None,
         };
         let mut builder = Response::builder()
@@ -312,18 +320,18 @@ impl Request<'_> {
             Some(r) => {
                 builder = builder.header(
                     header::CONTENT_RANGE,
-                    format!("bytes {}-{}/{}", r.start, r.end - 1, info.size),
+                    format!("bytes {}-{}/{}", r.start, r.end - 1, size),
                 );
                 (StatusCode::PARTIAL_CONTENT, r.end - r.start)
             }
-            None => (StatusCode::OK, info.size),
+            None => (StatusCode::OK, size),
         };
         builder = builder.status(status).header(header::CONTENT_LENGTH, len);
-        let body = if body && len > 0 {
-            let read = self.store().read_blob(digest, range).await?;
-            Body::from_stream(read.stream.map_err(std::io::Error::other))
-        } else {
-            Body::empty()
+        let body = match reader {
+            Some(reader) if len > 0 => {
+                Body::from_stream(reader.read(range)?.stream.map_err(std::io::Error::other))
+            }
+            _ => Body::empty(),
         };
         builder.body(body).map_err(|e| {
             ApiError::new(

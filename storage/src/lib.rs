@@ -45,5 +45,5 @@ pub use ingest::{WriteStats, WriteTotals};
 pub use names::{MAX_REPO_NAME_LEN, Reference, RepoName, Tag};
 pub use reader::ByteStream;
 pub use repo::{Descriptor, Manifest, ManifestLink, Repository, TagEvent, TagRecord};
-pub use store::{BlobInfo, BlobRead, Stats, Store, StoreOptions};
+pub use store::{BlobInfo, BlobRead, BlobReader, Stats, Store, StoreOptions};
 pub use upload::{UploadId, UploadStatus};

@@ -148,15 +148,24 @@ impl Repository {
 
     /// The blob, if it is linked here and committed.
     pub async fn blob(&self, digest: &Digest) -> Result<Option<BlobInfo>> {
-        let linked = self
-            .backend()
-            .head(&layout::blob_link(&self.name, digest))
-            .await?
-            .is_some();
-        if !linked {
+        if !self.has_link(digest).await? {
             return Ok(None);
         }
         self.store.blob(digest).await
+    }
+
+    /// A blob of this repository opened for reading (see [`crate::Store::open_blob`]),
+    /// if it is linked here.
+    pub async fn open_blob(&self, digest: &Digest) -> Result<Option<crate::BlobReader>> {
+        if !self.has_link(digest).await? {
+            return Ok(None);
+        }
+        self.store.open_blob(digest).await
+    }
+
+    async fn has_link(&self, digest: &Digest) -> Result<bool> {
+        let key = layout::blob_link(&self.name, digest);
+        Ok(self.backend().head(&key).await?.is_some())
     }
 
     /// Removes a blob link. `Ok(false)` if there was none. The content stays until the

@@ -83,6 +83,32 @@ pub struct BlobRead {
     pub stream: ByteStream,
 }
 
+/// A blob whose recipe has been read: its size, and its bytes on demand.
+#[derive(Debug)]
+pub struct BlobReader {
+    backend: Backend,
+    recipe: Recipe,
+}
+
+impl BlobReader {
+    /// The blob's size.
+    pub fn size(&self) -> u64 {
+        self.recipe.size
+    }
+
+    /// Streams the blob, or the byte range `range` of it (end exclusive).
+    pub fn read(self, range: Option<Range<u64>>) -> Result<BlobRead> {
+        let size = self.recipe.size;
+        let range = reader::check_range(range, size)?;
+        let stream = reader::stream(self.backend, self.recipe, range.clone());
+        Ok(BlobRead {
+            size,
+            range,
+            stream,
+        })
+    }
+}
+
 /// What is stored and what it costs.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Stats {
@@ -253,14 +279,25 @@ impl Store {
     /// Streams a blob, or the byte range `range` of it (end exclusive).
     pub async fn read_blob(&self, digest: &Digest, range: Option<Range<u64>>) -> Result<BlobRead> {
         let recipe = self.recipe(digest).await?;
-        let size = recipe.size;
-        let range = reader::check_range(range, size)?;
-        let stream = reader::stream(self.inner.backend.clone(), recipe, range.clone());
-        Ok(BlobRead {
-            size,
-            range,
-            stream,
-        })
+        self.reader(recipe).read(range)
+    }
+
+    /// Opens a blob for reading: one read of its recipe gives its size and where its
+    /// chunks are, so a server can answer headers before choosing a range. `None` if
+    /// there is no such blob.
+    pub async fn open_blob(&self, digest: &Digest) -> Result<Option<BlobReader>> {
+        match self.recipe(digest).await {
+            Ok(recipe) => Ok(Some(self.reader(recipe))),
+            Err(Error::BlobNotFound(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn reader(&self, recipe: Recipe) -> BlobReader {
+        BlobReader {
+            backend: self.inner.backend.clone(),
+            recipe,
+        }
     }
 
     /// A whole blob in memory; for manifests and configs, not layers.

@@ -47,6 +47,14 @@ async fn blobs_round_trip_whole_and_by_range(kind: Kind) {
             len as u64
         );
         assert_eq!(read_all(&t.store, &digest).await, data, "len {len}");
+        // Opened once: the size first, then any range of the same recipe.
+        let opened = t.store.open_blob(&digest).await.unwrap().unwrap();
+        assert_eq!(opened.size(), len as u64);
+        let whole: Vec<bytes::Bytes> =
+            futures::TryStreamExt::try_collect(opened.read(None).unwrap().stream)
+                .await
+                .unwrap();
+        assert_eq!(whole.concat(), data);
         if len > 10 {
             let (a, b) = (len as u64 / 3, len as u64 - 3);
             assert_eq!(
@@ -66,6 +74,7 @@ async fn blobs_round_trip_whole_and_by_range(kind: Kind) {
     }
     let missing = Digest::sha256(b"never stored");
     assert!(t.store.blob(&missing).await.unwrap().is_none());
+    assert!(t.store.open_blob(&missing).await.unwrap().is_none());
     assert!(matches!(
         t.store.read_blob(&missing, None).await.err(),
         Some(Error::BlobNotFound(_))
