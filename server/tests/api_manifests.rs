@@ -36,6 +36,19 @@ async fn push_blob(app: &axum::Router, repo: &str, data: &[u8]) -> Digest {
     d
 }
 
+/// An image's config and layer pushed to `repo`, and its (unpushed) manifest.
+async fn pushed_image(app: &axum::Router, repo: &str) -> (Digest, Digest, Vec<u8>) {
+    let config = push_blob(app, repo, b"{}").await;
+    let layer = push_blob(app, repo, b"layer").await;
+    let m = image(
+        &config,
+        &layer,
+        None,
+        "application/vnd.oci.image.config.v1+json",
+    );
+    (config, layer, m)
+}
+
 fn image(config: &Digest, layer: &Digest, subject: Option<&Digest>, config_type: &str) -> Vec<u8> {
     let subject = subject
         .map(|s| {
@@ -51,14 +64,7 @@ fn image(config: &Digest, layer: &Digest, subject: Option<&Digest>, config_type:
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn push_pull_and_validate_manifests() {
     let app = app(false).await;
-    let config = push_blob(&app, "lib/app", b"{}").await;
-    let layer = push_blob(&app, "lib/app", b"layer").await;
-    let m = image(
-        &config,
-        &layer,
-        None,
-        "application/vnd.oci.image.config.v1+json",
-    );
+    let (config, _, m) = pushed_image(&app, "lib/app").await;
     let md = Digest::sha256(&m);
 
     let (s, h, _) = send(
@@ -239,14 +245,7 @@ async fn push_pull_and_validate_manifests() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tags_catalog_and_referrers() {
     let app = app(false).await;
-    let config = push_blob(&app, "ns/app", b"{}").await;
-    let layer = push_blob(&app, "ns/app", b"layer").await;
-    let m = image(
-        &config,
-        &layer,
-        None,
-        "application/vnd.oci.image.config.v1+json",
-    );
+    let (_, layer, m) = pushed_image(&app, "ns/app").await;
     let md = Digest::sha256(&m);
     for t in ["c", "a", "b", "d"] {
         let (s, _, _) = send(
@@ -384,14 +383,7 @@ async fn get_accepting(
 async fn accept_negotiation() {
     use stowage_storage::manifest::{DOCKER_LIST, DOCKER_MANIFEST};
     let app = app(false).await;
-    let config = push_blob(&app, "neg", b"{}").await;
-    let layer = push_blob(&app, "neg", b"layer").await;
-    let img = image(
-        &config,
-        &layer,
-        None,
-        "application/vnd.oci.image.config.v1+json",
-    );
+    let (_, _, img) = pushed_image(&app, "neg").await;
     let img_digest = Digest::sha256(&img);
     let (s, _, _) = send(
         &app,
@@ -453,14 +445,7 @@ async fn accept_negotiation() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn push_by_digest_with_tag_parameters() {
     let app = app(false).await;
-    let config = push_blob(&app, "multi/tag", b"{}").await;
-    let layer = push_blob(&app, "multi/tag", b"layer").await;
-    let m = image(
-        &config,
-        &layer,
-        None,
-        "application/vnd.oci.image.config.v1+json",
-    );
+    let (_, _, m) = pushed_image(&app, "multi/tag").await;
     let d = Digest::sha256(&m);
 
     // One bad tag refuses the whole push: nothing is stored.
