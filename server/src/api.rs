@@ -252,8 +252,9 @@ impl Request<'_> {
             return Err(BodyTooLarge { limit }.into());
         }
         let state = (body.into_data_stream(), already, false);
-        Ok(
-            futures::stream::unfold(state, move |(mut data, seen, done)| async move {
+        Ok(futures::stream::unfold(
+            state,
+            move |(mut data, seen, done)| async move {
                 if done {
                     return None;
                 }
@@ -276,10 +277,8 @@ impl Request<'_> {
                 }
                 let too_large = axum::Error::new(BodyTooLarge { limit });
                 Some((Err(too_large), (data, seen, true)))
-            })
-            // The store may poll again after the end.
-            .fuse(),
-        )
+            },
+        ))
     }
 
     fn header(&self, name: header::HeaderName) -> Option<&str> {

@@ -365,7 +365,8 @@ impl Ingest {
         E: Into<BoxError>,
     {
         self.admit().await;
-        let mut body = std::pin::pin!(body);
+        // Fused: a batch ends at the stream's end and the next read must see it again.
+        let mut body = std::pin::pin!(body.fuse());
         let mut next = read_batch(&mut body).await?;
         while !next.is_empty() {
             let batch = std::mem::take(&mut next);
