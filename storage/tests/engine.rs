@@ -730,3 +730,45 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+/// At most `max_concurrent_writes` writes run at once: with one allowed, a second write
+/// waits until the first (whose body is still arriving) ends, then completes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_beyond_the_limit_wait_their_turn() {
+    let t =
+        stowage_storage::testkit::open_with(Kind::Memory, |o| o.max_concurrent_writes = 1).await;
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(1);
+    let first_data = random_bytes(100_000, 1);
+    let first_digest = Digest::sha256(&first_data);
+    let store = t.store.clone();
+    let first = tokio::spawn(async move {
+        let body =
+            futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|c| (c, rx)) });
+        store.put_blob(&first_digest, body).await
+    });
+    tx.send(Ok(bytes::Bytes::copy_from_slice(&first_data[..50_000])))
+        .await
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+
+    let second_data = random_bytes(100_000, 2);
+    let second_digest = Digest::sha256(&second_data);
+    let store = t.store.clone();
+    let mut second = tokio::spawn(async move {
+        store
+            .put_blob(&second_digest, stream_of(second_data, vec![10_000]))
+            .await
+    });
+    assert!(
+        tokio::time::timeout(std::time::Duration::from_millis(300), &mut second)
+            .await
+            .is_err(),
+        "the second write ran while the first held the only turn"
+    );
+    tx.send(Ok(bytes::Bytes::copy_from_slice(&first_data[50_000..])))
+        .await
+        .unwrap();
+    drop(tx);
+    first.await.unwrap().unwrap();
+    second.await.unwrap().unwrap();
+}
