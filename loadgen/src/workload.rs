@@ -211,13 +211,13 @@ pub async fn pull(
 ) -> Report {
     let rec = Recorder::new();
     let layers = match reg.get_manifest(&rec, &p.repo, &p.tag, false).await {
-        Ok(body) => layers_of(&body),
-        Err(_) => Ok(Vec::new()),
+        Ok(body) => layers_of(&body).unwrap_or_else(|e| {
+            rec.error(e.label());
+            Vec::new()
+        }),
+        // Already counted by get_manifest.
+        Err(_) => Vec::new(),
     };
-    let layers = layers.unwrap_or_else(|e| {
-        rec.error(e.label());
-        Vec::new()
-    });
     total(layers.iter().map(|(_, size)| size).sum());
     let rec_ref = &rec;
     futures::stream::iter(&layers)
