@@ -12,7 +12,7 @@ use axum::routing::{any, get};
 use futures::{StreamExt as _, TryStreamExt};
 use stowage_storage::manifest::{self, Kind};
 use stowage_storage::{
-    Descriptor, Digest, ManifestLink, Reference, RepoName, Store, Tag, UploadId,
+    Descriptor, Digest, ManifestLink, Reference, References, RepoName, Store, Tag, UploadId,
 };
 
 use crate::accept::Accept;
@@ -687,11 +687,20 @@ impl Request<'_> {
             annotations: parsed.annotations.clone(),
         };
         let subject = parsed.subject.as_ref().map(|s| s.digest.clone());
+        let references = References {
+            blobs: parsed.required_blobs().map(|b| b.digest.clone()).collect(),
+            manifests: match parsed.kind {
+                Kind::Index => parsed.manifests.iter().map(|m| m.digest.clone()).collect(),
+                _ => Vec::new(),
+            },
+            required: !self.state.allow_sparse,
+        };
         repo.put_manifest(
             &digest,
             &parsed.media_type,
             bytes,
             subject.as_ref().map(|s| (s, &me)),
+            &references,
         )
         .await?;
         if let Reference::Tag(t) = reference {

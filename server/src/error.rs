@@ -162,6 +162,15 @@ impl From<StoreError> for ApiError {
             StoreError::Conflict { .. } => {
                 ApiError::new(S::CONFLICT, ErrorCode::BlobUploadInvalid, msg)
             }
+            StoreError::ReferenceUnknown(_) => {
+                ApiError::new(S::BAD_REQUEST, ErrorCode::ManifestBlobUnknown, msg)
+            }
+            // Content this write deduplicated against was swept while it ran: nothing was
+            // committed, and a retry stores the bytes afresh.
+            StoreError::Collected(_) => {
+                ApiError::new(S::SERVICE_UNAVAILABLE, ErrorCode::BlobUploadInvalid, msg)
+                    .with_header(header::RETRY_AFTER, "1")
+            }
             StoreError::Body(source) => match BodyTooLarge::in_chain(source.as_ref()) {
                 Some(too_large) => too_large.into(),
                 None => ApiError::new(S::BAD_REQUEST, ErrorCode::BlobUploadInvalid, msg),

@@ -15,6 +15,7 @@ use crate::config::ServeConfig;
 /// Runs the registry until a shutdown signal.
 pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
     let store = Store::open(config.store.clone()).await?;
+    spawn_store_refresh(store.clone());
     let mut state = AppState::new(store);
     state.allow_sparse = config.allow_sparse_manifests;
     state.max_manifest_bytes = config.max_manifest_bytes;
@@ -88,6 +89,29 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
     }
     tracing::info!("stowage stopped");
     Ok(())
+}
+
+/// Keeps this process's view of a shared store current: the garbage collector's state
+/// (writes check it anyway, but a fresh view keeps existence checks and dedup honest
+/// without a read on the request path) and packs other processes wrote (for dedup).
+fn spawn_store_refresh(store: Store) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(stowage_storage::collection::REFRESH / 2);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut n: u64 = 0;
+        loop {
+            tick.tick().await;
+            n += 1;
+            if let Err(e) = store.refresh_collection_view().await {
+                tracing::warn!(error = %e, "reading the garbage collector's state failed");
+            }
+            if n.is_multiple_of(60)
+                && let Err(e) = store.refresh_index().await
+            {
+                tracing::warn!(error = %e, "refreshing the dedup index failed");
+            }
+        }
+    });
 }
 
 async fn shutdown_signal() {

@@ -308,6 +308,20 @@ impl Backend {
         Ok((bytes, size))
     }
 
+    /// The first `n` bytes of an object (all of it if shorter), with its total size;
+    /// `None` if it does not exist.
+    pub(crate) async fn get_opts_prefix(&self, key: &Path, n: u64) -> Result<Option<(Bytes, u64)>> {
+        let opts = GetOptions::new().with_range(Some(GetRange::Bounded(0..n)));
+        match self.store.get_opts(key, opts).await {
+            Ok(r) => {
+                let size = r.meta.size;
+                Ok(Some((r.bytes().await.map_err(backend_err(key))?, size)))
+            }
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(backend_err(key)(e)),
+        }
+    }
+
     /// Metadata, or `None` if absent.
     pub(crate) async fn head(&self, key: &Path) -> Result<Option<ObjectMeta>> {
         match self.store.head(key).await {

@@ -102,6 +102,13 @@ pub enum Error {
         /// What was being updated.
         what: String,
     },
+    /// The object is being deleted by a garbage collection run; a writer that needs it
+    /// must store it again (the request can be retried).
+    #[error("{0} is being garbage collected; retry")]
+    Collected(String),
+    /// A manifest names a blob or child manifest the repository does not hold.
+    #[error("manifest references {0}, which is not in the repository")]
+    ReferenceUnknown(Digest),
     /// A byte range outside the blob.
     #[error("range {start}-{end} is not satisfiable for a blob of {size} bytes")]
     RangeNotSatisfiable {

@@ -13,6 +13,7 @@ use futures::{StreamExt, TryStreamExt};
 
 use crate::backend::Backend;
 use crate::chunk::ChunkId;
+use crate::collection::ObjectSet;
 use crate::error::{Error, Result};
 use crate::layout;
 use crate::pack::{Footer, PackEntry, PackId, TRAILER_LEN};
@@ -52,6 +53,8 @@ struct Tables {
     /// Pack number -> pack id.
     packs: Vec<PackId>,
     known: HashSet<PackId>,
+    /// Pack numbers forgotten because a collection run sealed them for deletion.
+    retired: HashSet<u32>,
 }
 
 /// Footers recently used to confirm hits, kept because a duplicate run of chunks
@@ -96,6 +99,8 @@ pub struct IndexStats {
 pub(crate) struct ChunkIndex {
     tables: RwLock<Tables>,
     footers: Mutex<FooterCache>,
+    /// Packs a collection run has proposed or sealed: not a dedup source while it runs.
+    avoid: RwLock<Option<Arc<ObjectSet>>>,
 }
 
 impl ChunkIndex {
@@ -107,7 +112,46 @@ impl ChunkIndex {
                 tick: 0,
                 capacity: footer_cache.max(1),
             }),
+            avoid: RwLock::new(None),
         }
+    }
+
+    /// Stops offering the packs of `set` while a collection run holds them.
+    pub(crate) fn avoid(&self, set: Option<Arc<ObjectSet>>) {
+        *self.avoid.write().unwrap_or_else(|e| e.into_inner()) = set;
+    }
+
+    /// Forgets packs for good: a sweep may delete them. They stay "known", so a refresh
+    /// does not learn them again while they still exist.
+    pub(crate) fn forget(&self, packs: &HashSet<PackId>) {
+        if packs.is_empty() {
+            return;
+        }
+        let numbers: HashSet<u32> = {
+            let mut t = self.tables.write().unwrap_or_else(|e| e.into_inner());
+            let numbers: HashSet<u32> = t
+                .packs
+                .iter()
+                .enumerate()
+                .filter(|(_, p)| packs.contains(p))
+                .map(|(n, _)| n as u32)
+                .collect();
+            t.by_prefix.retain(|_, n| !numbers.contains(n));
+            t.retired.extend(numbers.iter().copied());
+            numbers
+        };
+        let mut cache = self.footers.lock().unwrap_or_else(|e| e.into_inner());
+        cache.entries.retain(|n, _| !numbers.contains(n));
+    }
+
+    /// Forgets everything, for a rebuild from the packs listed now.
+    pub(crate) fn clear(&self) {
+        *self.tables.write().unwrap_or_else(|e| e.into_inner()) = Tables::default();
+        self.footers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entries
+            .clear();
     }
 
     pub(crate) fn stats(&self) -> IndexStats {
@@ -150,10 +194,15 @@ impl ChunkIndex {
         let (number, pack) = {
             let t = self.tables.read().unwrap_or_else(|e| e.into_inner());
             match t.by_prefix.get(&id.prefix()) {
-                Some(&n) => (n, t.packs[n as usize]),
-                None => return Ok(None),
+                Some(&n) if !t.retired.contains(&n) => (n, t.packs[n as usize]),
+                _ => return Ok(None),
             }
         };
+        if let Some(set) = &*self.avoid.read().unwrap_or_else(|e| e.into_inner())
+            && set.packs().contains(&pack)
+        {
+            return Ok(None);
+        }
         let cached = self
             .footers
             .lock()

@@ -12,6 +12,11 @@
 //! repos/<repo>/_tags/<tag>                            tag record with history (compare-and-swap)
 //! repos/<repo>/_referrers/<alg>/<hex>/<alg>-<hex>     referrer descriptor, by subject
 //! index/repositories/<repo>/_repo                     catalog entry
+//! gc/state                                            the collector's run (compare-and-swap)
+//! gc/clock                                            written to read the backend's clock
+//! gc/runs/<run>/candidates                            what a run proposes to delete
+//! gc/runs/<run>/sealed                                what it will delete
+//! gc/runs/<run>/rescues/<nonce>                       objects a writer reused meanwhile
 //! ```
 //!
 //! Repository path components cannot start with `_`, so the `_blobs`-style markers never
@@ -83,6 +88,10 @@ pub(crate) fn upload_state(id: &UploadId) -> Path {
 
 pub(crate) fn upload_segment(id: &UploadId, index: u32, nonce: &str) -> Path {
     Path::from(format!("uploads/{id}/seg-{index:08}-{nonce}"))
+}
+
+pub(crate) fn repo_prefix(repo: &RepoName) -> Path {
+    Path::from(format!("repos/{repo}"))
 }
 
 fn repo_key(repo: &RepoName, rest: &str) -> Path {
@@ -180,6 +189,42 @@ pub(crate) fn parse_repository_entry(path: &Path) -> Option<RepoName> {
         .strip_prefix("index/repositories/")?
         .strip_suffix("/_repo")?;
     RepoName::parse(name).ok()
+}
+
+pub(crate) fn clock() -> Path {
+    Path::from("gc/clock")
+}
+
+pub(crate) fn collector_state() -> Path {
+    Path::from("gc/state")
+}
+
+pub(crate) fn run_candidates(run: &str) -> Path {
+    Path::from(format!("gc/runs/{run}/candidates"))
+}
+
+pub(crate) fn run_sealed(run: &str) -> Path {
+    Path::from(format!("gc/runs/{run}/sealed"))
+}
+
+pub(crate) fn run_rescues_prefix(run: &str) -> Path {
+    Path::from(format!("gc/runs/{run}/rescues"))
+}
+
+pub(crate) fn run_rescue(run: &str, nonce: &str) -> Path {
+    Path::from(format!("gc/runs/{run}/rescues/{nonce}"))
+}
+
+pub(crate) fn runs_prefix() -> Path {
+    Path::from("gc/runs")
+}
+
+/// The run id of a key under `gc/runs/`.
+pub(crate) fn parse_run(path: &Path) -> Option<String> {
+    let mut parts = path.parts();
+    (parts.next()?.as_ref() == "gc").then_some(())?;
+    (parts.next()?.as_ref() == "runs").then_some(())?;
+    Some(parts.next()?.as_ref().to_owned())
 }
 
 #[cfg(test)]

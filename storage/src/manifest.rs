@@ -200,6 +200,32 @@ pub fn parse(content_type: &str, bytes: &[u8]) -> Result<Parsed, Invalid> {
     Ok(parsed)
 }
 
+/// Everything a stored manifest points at, whatever its media type: blobs (config and
+/// layers) and child manifests. Lenient on purpose: the garbage collector keeps whatever
+/// a manifest names, and the manifest was validated when it was pushed.
+pub fn references(bytes: &[u8]) -> Result<(Vec<Digest>, Vec<Digest>), Invalid> {
+    #[derive(Deserialize)]
+    struct Ref {
+        digest: String,
+    }
+    #[derive(Deserialize)]
+    struct Refs {
+        config: Option<Ref>,
+        layers: Option<Vec<Ref>>,
+        manifests: Option<Vec<Ref>>,
+    }
+    let raw: Refs = serde_json::from_slice(bytes)
+        .map_err(|e| Invalid(format!("manifest is not valid JSON: {e}")))?;
+    let digests = |refs: Vec<Ref>| -> Vec<Digest> {
+        refs.into_iter()
+            .filter_map(|r| Digest::parse(&r.digest).ok())
+            .collect()
+    };
+    let mut blobs = digests(raw.config.into_iter().collect());
+    blobs.extend(digests(raw.layers.unwrap_or_default()));
+    Ok((blobs, digests(raw.manifests.unwrap_or_default())))
+}
+
 /// The child of an index built for `os`/`architecture`, for clients that cannot read
 /// indexes (they are served that child instead, as Docker's registry does).
 pub fn platform_child(index: &[u8], os: &str, architecture: &str) -> Option<Descriptor> {

@@ -126,6 +126,35 @@ impl Recipe {
         Ok(Recipe { digest, size, body })
     }
 
+    /// The distinct packs the blob's chunks are in (none when inline).
+    pub(crate) fn packs(&self) -> Vec<PackId> {
+        match &self.body {
+            Body::Inline(_) => Vec::new(),
+            Body::Chunks(refs) => packs_of(refs),
+        }
+    }
+
+    /// The packs a recipe names, from its first bytes; `None` if `prefix` is too short
+    /// to hold the whole pack table (read the whole recipe then).
+    pub(crate) fn decode_packs(prefix: &[u8], key: &str) -> Result<Option<Vec<PackId>>> {
+        let mut r = Reader::new(prefix, key);
+        let (_, kind, _, _) = read_header(&mut r)?;
+        if kind == KIND_INLINE {
+            return Ok(Some(Vec::new()));
+        }
+        let Ok(count) = r.u32() else {
+            return Ok(None);
+        };
+        let mut packs = Vec::with_capacity((count as usize).min(1 << 16));
+        for _ in 0..count {
+            match r.array() {
+                Ok(id) => packs.push(PackId(id)),
+                Err(_) => return Ok(None),
+            }
+        }
+        Ok(Some(packs))
+    }
+
     /// The header from the first bytes of a recipe, without the body (for statistics
     /// and existence checks on large recipes).
     pub(crate) fn decode_header(prefix: &[u8], key: &str) -> Result<Header> {
@@ -188,6 +217,15 @@ pub(crate) fn encode_refs(refs: &[ChunkRef], with_crc: bool, out: &mut Vec<u8>) 
             out.extend_from_slice(&c.crc.unwrap_or_default().to_le_bytes());
         }
     }
+}
+
+/// The distinct packs of `refs`, in first-use order.
+pub(crate) fn packs_of(refs: &[ChunkRef]) -> Vec<PackId> {
+    let mut seen = std::collections::HashSet::new();
+    refs.iter()
+        .map(|c| c.at.pack)
+        .filter(|p| seen.insert(*p))
+        .collect()
 }
 
 /// Refs as [`encode_refs`] wrote them (`with_crc` as it was given).

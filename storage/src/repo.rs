@@ -10,6 +10,7 @@ use chrono::{DateTime, Utc};
 use futures::{Stream, StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 
+use crate::collection::ObjectRef;
 use crate::digest::Digest;
 use crate::error::{BoxError, Error, Result};
 use crate::layout;
@@ -50,6 +51,18 @@ pub struct ManifestLink {
     pub subject: Option<Digest>,
     /// When it was pushed.
     pub created: DateTime<Utc>,
+}
+
+/// What a manifest names that must be in its repository: blobs (config, layers) and,
+/// for an index, child manifests.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct References {
+    /// Blobs.
+    pub blobs: Vec<Digest>,
+    /// Child manifests.
+    pub manifests: Vec<Digest>,
+    /// False when sparse manifests are allowed: missing references are not an error.
+    pub required: bool,
 }
 
 /// A manifest with its bytes.
@@ -121,8 +134,16 @@ impl Repository {
             .is_some())
     }
 
+    pub(crate) fn store(&self) -> &Store {
+        &self.store
+    }
+
     fn backend(&self) -> &crate::backend::Backend {
         &self.store.inner.backend
+    }
+
+    fn collection(&self) -> &crate::collection::CollectionView {
+        &self.store.inner.collection
     }
 
     // ----- blobs -----
@@ -140,6 +161,19 @@ impl Repository {
 
     pub(crate) async fn link_committed(&self, digest: &Digest) -> Result<()> {
         self.store.ensure_repository(&self.name).await?;
+        // A link is written afresh (a sealed one is waited out); the recipe it names is
+        // reused, and one being swept is not there to link.
+        match self
+            .collection()
+            .protect_recreating(
+                &[ObjectRef::BlobLink(self.name.clone(), digest.clone())],
+                &[ObjectRef::Recipe(digest.clone())],
+            )
+            .await
+        {
+            Err(Error::Collected(_)) => return Err(Error::BlobNotFound(digest.clone())),
+            other => other?,
+        }
         let record = serde_json::json!({ "created": Utc::now() }).to_string();
         self.backend()
             .put(&layout::blob_link(&self.name, digest), Bytes::from(record))
@@ -164,6 +198,12 @@ impl Repository {
     }
 
     async fn has_link(&self, digest: &Digest) -> Result<bool> {
+        if self
+            .store
+            .hidden(&ObjectRef::BlobLink(self.name.clone(), digest.clone()))
+        {
+            return Ok(false);
+        }
         let key = layout::blob_link(&self.name, digest);
         Ok(self.backend().head(&key).await?.is_some())
     }
@@ -216,6 +256,7 @@ impl Repository {
         media_type: &str,
         bytes: Bytes,
         referrer: Option<(&Digest, &Descriptor)>,
+        references: &References,
     ) -> Result<ManifestLink> {
         let actual = Digest::of(digest.algorithm(), &bytes);
         if &actual != digest {
@@ -227,6 +268,7 @@ impl Repository {
         let size = bytes.len() as u64;
         self.store.put_blob_bytes(digest, bytes).await?;
         self.store.ensure_repository(&self.name).await?;
+        self.protect_references(digest, references).await?;
         if let Some((subject, descriptor)) = referrer {
             let json = to_json(descriptor)?;
             self.backend()
@@ -245,8 +287,54 @@ impl Repository {
         Ok(link)
     }
 
+    /// Right before a manifest's link is written: the link is written afresh (a sealed
+    /// one is waited out); the blobs and child manifests it names are reused, so a
+    /// collection run must keep them, and one it is sweeping is not in the repository.
+    async fn protect_references(&self, digest: &Digest, references: &References) -> Result<()> {
+        let mut reuse = vec![ObjectRef::Recipe(digest.clone())];
+        for b in &references.blobs {
+            reuse.push(ObjectRef::BlobLink(self.name.clone(), b.clone()));
+            reuse.push(ObjectRef::Recipe(b.clone()));
+        }
+        for m in &references.manifests {
+            reuse.push(ObjectRef::Manifest(self.name.clone(), m.clone()));
+            reuse.push(ObjectRef::Recipe(m.clone()));
+        }
+        let me = [ObjectRef::Manifest(self.name.clone(), digest.clone())];
+        loop {
+            match self.collection().protect_recreating(&me, &reuse).await {
+                Err(Error::Collected(what)) => {
+                    let hit = reuse.iter().position(|r| r.to_string() == what);
+                    match hit.map(|i| reuse.remove(i)) {
+                        // The manifest's own bytes: committed a moment ago, sealed since.
+                        Some(ObjectRef::Recipe(d)) if &d == digest => {
+                            return Err(Error::Collected(what));
+                        }
+                        Some(
+                            ObjectRef::BlobLink(_, d)
+                            | ObjectRef::Recipe(d)
+                            | ObjectRef::Manifest(_, d),
+                        ) if references.required => {
+                            return Err(Error::ReferenceUnknown(d));
+                        }
+                        // Sparse manifests may name what the repository lacks.
+                        Some(_) => {}
+                        None => return Err(Error::Collected(what)),
+                    }
+                }
+                other => return other,
+            }
+        }
+    }
+
     /// The link record of a manifest (media type, size), without its bytes.
     pub async fn manifest_link(&self, digest: &Digest) -> Result<Option<ManifestLink>> {
+        if self
+            .store
+            .hidden(&ObjectRef::Manifest(self.name.clone(), digest.clone()))
+        {
+            return Ok(None);
+        }
         let key = layout::manifest_link(&self.name, digest);
         match self.backend().get(&key).await? {
             Some(data) => from_json(&data, key.as_ref()).map(Some),
@@ -425,6 +513,22 @@ impl Repository {
             ),
         };
         self.store.ensure_repository(&self.name).await?;
+        let target = ObjectRef::Manifest(self.name.clone(), digest.clone());
+        if let Err(Error::Collected(_)) = self
+            .collection()
+            .protect(std::slice::from_ref(&target))
+            .await
+        {
+            // Being swept: once it is, the manifest is gone and so is the tag's target.
+            self.collection().wait_swept(&target).await?;
+            if self.manifest_link(digest).await?.is_none() {
+                return Err(Error::ManifestNotFound {
+                    repo: self.name.to_string(),
+                    digest: digest.clone(),
+                });
+            }
+            return Err(conflict());
+        }
         let key = layout::tag(&self.name, tag);
         if self
             .backend()
@@ -435,6 +539,42 @@ impl Repository {
         } else {
             Err(conflict())
         }
+    }
+
+    /// Removes entries naming `gone` from a tag's history, never its current one (the
+    /// garbage collector, after deleting those manifests). Returns how many went.
+    pub async fn prune_history(
+        &self,
+        tag: &Tag,
+        gone: &std::collections::HashSet<Digest>,
+    ) -> Result<usize> {
+        for _ in 0..TAG_RETRIES {
+            let Some((mut record, version)) = self.tag_versioned(tag).await? else {
+                return Ok(0);
+            };
+            let before = record.history.len();
+            let current = record.history[0].clone();
+            record.history.retain(|e| !gone.contains(&e.digest));
+            if record.history.first() != Some(&current) {
+                record.history.insert(0, current);
+            }
+            let removed = before - record.history.len();
+            if removed == 0 {
+                return Ok(0);
+            }
+            record.generation += 1;
+            let key = layout::tag(&self.name, tag);
+            if self
+                .backend()
+                .compare_and_swap(&key, Some(&version), to_json(&record)?)
+                .await?
+            {
+                return Ok(removed);
+            }
+        }
+        Err(Error::Conflict {
+            what: format!("tag {}:{tag}", self.name),
+        })
     }
 
     /// Deletes a tag and its history. `Ok(false)` if it did not exist.

@@ -16,6 +16,7 @@ use serde::Serialize;
 
 use crate::backend::{Backend, BackendConfig, BackendKind};
 use crate::chunk::Chunker;
+use crate::collection::{CollectionView, ObjectRef};
 use crate::config::{ChunkingParams, StoreIdentity};
 use crate::digest::{Algorithm, Digest, Hasher};
 use crate::error::{BoxError, Error, Result};
@@ -134,6 +135,7 @@ pub(crate) struct Inner {
     pub(crate) write: Arc<WriteContext>,
     pub(crate) inline_max: usize,
     pub(crate) known_repos: Mutex<HashSet<RepoName>>,
+    pub(crate) collection: CollectionView,
 }
 
 /// A handle on an opened store; cheap to clone, safe to share between tasks.
@@ -181,8 +183,11 @@ impl Store {
             chunks = index.stats().chunks,
             "store opened"
         );
+        let collection = CollectionView::new(backend.clone(), index.clone());
+        collection.refresh().await?;
         Ok(Store {
             inner: Arc::new(Inner {
+                collection,
                 write: Arc::new(WriteContext {
                     backend: backend.clone(),
                     index,
@@ -232,6 +237,23 @@ impl Store {
         self.inner.write.index.refresh(&self.inner.backend).await
     }
 
+    /// Reads the garbage collector's state now (servers also call this periodically, so
+    /// sealed content disappears from existence checks promptly).
+    pub async fn refresh_collection_view(&self) -> Result<()> {
+        self.inner.collection.refresh().await.map(drop)
+    }
+
+    /// The garbage collector's run and phase as this process last saw them.
+    pub async fn collection_phase(&self) -> Result<Option<(String, crate::collection::Phase)>> {
+        self.inner.collection.refresh().await?;
+        Ok(self.inner.collection.run_phase())
+    }
+
+    /// Whether a collection run has sealed `r` for deletion: existence checks say no.
+    pub(crate) fn hidden(&self, r: &ObjectRef) -> bool {
+        self.inner.collection.hides(r)
+    }
+
     /// Size of the in-memory dedup index.
     pub fn index_stats(&self) -> IndexStats {
         self.inner.write.index.stats()
@@ -246,6 +268,9 @@ impl Store {
 
     /// Size of a committed blob, or `None`.
     pub async fn blob(&self, digest: &Digest) -> Result<Option<BlobInfo>> {
+        if self.hidden(&ObjectRef::Recipe(digest.clone())) {
+            return Ok(None);
+        }
         let key = layout::recipe(digest);
         let Some(meta) = self.inner.backend.head(&key).await? else {
             return Ok(None);
@@ -426,6 +451,11 @@ impl Store {
             size,
             body,
         };
+        let packs: Vec<ObjectRef> = recipe.packs().into_iter().map(ObjectRef::Pack).collect();
+        self.inner
+            .collection
+            .protect_recreating(&[ObjectRef::Recipe(digest.clone())], &packs)
+            .await?;
         let key = layout::recipe(digest);
         // Already committed by someone else: same digest, same content.
         let created = self.inner.backend.create(&key, recipe.encode()).await?;
@@ -534,6 +564,14 @@ impl Store {
         }
         ingest.flush().await?;
         let refs = ingest.take_refs()?;
+        // The session and the packs this append deduplicated into must outlive any
+        // collection run: checked right before the segment and state are written.
+        let mut reuse: Vec<ObjectRef> = recipe::packs_of(&refs)
+            .into_iter()
+            .map(ObjectRef::Pack)
+            .collect();
+        reuse.push(ObjectRef::Upload(id.clone()));
+        self.protect_session(id, &reuse).await?;
         let mut segment = None;
         if !refs.is_empty() {
             let nonce = upload::segment_nonce();
@@ -584,6 +622,8 @@ impl Store {
         S: Stream<Item = std::result::Result<Bytes, E>> + Send,
         E: Into<BoxError>,
     {
+        self.protect_session(id, &[ObjectRef::Upload(id.clone())])
+            .await?;
         let (state, _version) = self.load_session(id, Some(repo)).await?;
         if let Some(offset) = offset
             && offset != state.offset
@@ -618,6 +658,16 @@ impl Store {
         self.repository(repo).link_committed(expected).await?;
         self.remove_session(id).await?;
         Ok(info)
+    }
+
+    /// A session being expired by a collection run is gone for its clients.
+    async fn protect_session(&self, id: &UploadId, reuse: &[ObjectRef]) -> Result<()> {
+        match self.inner.collection.protect(reuse).await {
+            Err(Error::Collected(what)) if what == ObjectRef::Upload(id.clone()).to_string() => {
+                Err(Error::UploadNotFound(id.to_string()))
+            }
+            other => other,
+        }
     }
 
     async fn session_refs(&self, id: &UploadId, state: &SessionState) -> Result<Vec<ChunkRef>> {

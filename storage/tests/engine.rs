@@ -387,7 +387,7 @@ async fn manifests_keep_their_media_type_and_links_gate_access(kind: Kind) {
     );
     let digest = Digest::sha256(&body);
     let mt = "application/vnd.oci.image.manifest.v1+json";
-    r.put_manifest(&digest, mt, body.clone(), None)
+    r.put_manifest(&digest, mt, body.clone(), None, &Default::default())
         .await
         .unwrap();
     let m = r.manifest(&digest).await.unwrap().unwrap();
@@ -402,14 +402,20 @@ async fn manifests_keep_their_media_type_and_links_gate_access(kind: Kind) {
         "not linked there"
     );
     assert!(matches!(
-        r.put_manifest(&Digest::sha256(b"x"), mt, body.clone(), None)
-            .await,
+        r.put_manifest(
+            &Digest::sha256(b"x"),
+            mt,
+            body.clone(),
+            None,
+            &Default::default()
+        )
+        .await,
         Err(Error::DigestMismatch { .. })
     ));
     // Deleting a manifest takes the tags pointing at it, and only those.
     let other_body = Bytes::from_static(br#"{"schemaVersion":2}"#);
     let other_digest = Digest::sha256(&other_body);
-    r.put_manifest(&other_digest, mt, other_body, None)
+    r.put_manifest(&other_digest, mt, other_body, None, &Default::default())
         .await
         .unwrap();
     for (t, d) in [("a", &digest), ("b", &digest), ("c", &other_digest)] {
@@ -514,7 +520,7 @@ async fn referrers_are_indexed_by_subject(kind: Kind) {
     let subject_body = Bytes::from_static(b"{\"subject manifest\":1}");
     let subject = Digest::sha256(&subject_body);
     let mt = "application/vnd.oci.image.manifest.v1+json";
-    r.put_manifest(&subject, mt, subject_body, None)
+    r.put_manifest(&subject, mt, subject_body, None, &Default::default())
         .await
         .unwrap();
     let mut made = Vec::new();
@@ -531,7 +537,7 @@ async fn referrers_are_indexed_by_subject(kind: Kind) {
             artifact_type: Some((*at).into()),
             annotations: None,
         };
-        r.put_manifest(&d, mt, body, Some((&subject, &desc)))
+        r.put_manifest(&d, mt, body, Some((&subject, &desc)), &Default::default())
             .await
             .unwrap();
         made.push(desc);

@@ -1,0 +1,288 @@
+//! What the garbage collector and `fsck` need to see the whole store: listings of every
+//! kind of object with the backend's modification time, sharded so that listings run
+//! side by side, and the few reads marking needs (a recipe's packs, a session's packs).
+//! Times are the backend's own clock: the collector compares them with a time it reads
+//! from the backend too, never with a host clock.
+
+use chrono::{DateTime, Utc};
+use futures::{StreamExt, TryStreamExt};
+use object_store::path::Path;
+
+use crate::collection::ObjectRef;
+use crate::digest::Digest;
+use crate::error::{Error, Result};
+use crate::layout;
+use crate::names::{RepoName, Tag};
+use crate::pack::PackId;
+use crate::recipe::Recipe;
+use crate::store::Store;
+use crate::upload::{self, SessionState, UploadId};
+
+/// Listings run this many at once.
+const LIST_CONCURRENCY: usize = 16;
+
+/// An object seen in a listing: what it is, and when the backend last wrote it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listed<T> {
+    /// The object.
+    pub item: T,
+    /// Its modification time, by the backend's clock.
+    pub modified: DateTime<Utc>,
+    /// Its size in bytes.
+    pub size: u64,
+}
+
+/// Everything under one repository, from one listing.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RepoInventory {
+    /// Tags.
+    pub tags: Vec<Listed<Tag>>,
+    /// Manifest links.
+    pub manifests: Vec<Listed<Digest>>,
+    /// Blob links.
+    pub blob_links: Vec<Listed<Digest>>,
+    /// Referrer records: (subject, referrer).
+    pub referrers: Vec<Listed<(Digest, Digest)>>,
+}
+
+/// A pack in a listing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PackInfo {
+    /// Its id.
+    pub id: PackId,
+    /// Its size in bytes.
+    pub size: u64,
+}
+
+/// An upload session in a listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionInfo {
+    /// Its id.
+    pub id: UploadId,
+    /// Last write to its state or any segment.
+    pub modified: DateTime<Utc>,
+    /// Whether its state object exists (a session whose state is gone is leftover
+    /// segments of a finished or cancelled one).
+    pub has_state: bool,
+}
+
+impl Store {
+    /// The backend's clock now: writes `gc/clock` and reads its modification time.
+    pub async fn backend_now(&self) -> Result<DateTime<Utc>> {
+        let key = layout::clock();
+        let backend = &self.inner.backend;
+        backend
+            .put(&key, bytes::Bytes::from_static(b"clock\n"))
+            .await?;
+        let meta = backend
+            .head(&key)
+            .await?
+            .ok_or_else(|| Error::corrupt(key.as_ref(), "vanished after being written"))?;
+        Ok(meta.last_modified)
+    }
+
+    /// Every repository with a catalog entry.
+    pub async fn all_repositories(&self) -> Result<Vec<RepoName>> {
+        self.repositories(None, None, None).await
+    }
+
+    /// Every recipe, listed in 256+ shards side by side.
+    pub async fn list_recipes(&self) -> Result<Vec<Listed<Digest>>> {
+        let backend = self.inner.backend.clone();
+        let mut prefixes: Vec<Path> = Vec::new();
+        for alg in ["sha256", "sha512"] {
+            for b in 0..=255u8 {
+                prefixes.push(Path::from(format!("blobs/{alg}/{b:02x}")));
+            }
+        }
+        let shards: Vec<Vec<Listed<Digest>>> = futures::stream::iter(prefixes)
+            .map(|prefix| {
+                let backend = backend.clone();
+                async move {
+                    backend
+                        .list(&prefix)
+                        .try_filter_map(|m| async move {
+                            Ok(layout::parse_recipe(&m.location).map(|d| Listed {
+                                item: d,
+                                modified: m.last_modified,
+                                size: m.size,
+                            }))
+                        })
+                        .try_collect::<Vec<_>>()
+                        .await
+                }
+            })
+            .buffer_unordered(LIST_CONCURRENCY)
+            .try_collect()
+            .await?;
+        Ok(shards.concat())
+    }
+
+    /// Every pack.
+    pub async fn list_packs(&self) -> Result<Vec<Listed<PackInfo>>> {
+        self.inner
+            .backend
+            .list(&layout::packs_prefix())
+            .try_filter_map(|m| async move {
+                Ok(layout::parse_pack(&m.location).map(|id| Listed {
+                    item: PackInfo { id, size: m.size },
+                    modified: m.last_modified,
+                    size: m.size,
+                }))
+            })
+            .try_collect()
+            .await
+    }
+
+    /// Every upload session, with the time of its last write.
+    pub async fn list_sessions(&self) -> Result<Vec<SessionInfo>> {
+        let mut by_id: std::collections::HashMap<UploadId, SessionInfo> = Default::default();
+        let listed = self
+            .inner
+            .backend
+            .list_all(&layout::uploads_prefix())
+            .await?;
+        for m in listed {
+            let mut parts = m.location.parts().skip(1);
+            let (Some(id), Some(name)) = (parts.next(), parts.next()) else {
+                continue;
+            };
+            let Ok(id) = id.as_ref().parse::<UploadId>() else {
+                continue;
+            };
+            let e = by_id.entry(id.clone()).or_insert(SessionInfo {
+                id,
+                modified: m.last_modified,
+                has_state: false,
+            });
+            e.modified = e.modified.max(m.last_modified);
+            e.has_state |= name.as_ref() == "state";
+        }
+        Ok(by_id.into_values().collect())
+    }
+
+    /// The packs a session's segments point into; `None` if it has no state any more.
+    pub async fn session_packs(&self, id: &UploadId) -> Result<Option<Vec<PackId>>> {
+        let key = layout::upload_state(id);
+        let Some(data) = self.inner.backend.get(&key).await? else {
+            return Ok(None);
+        };
+        let state = SessionState::decode(&data, key.as_ref())?;
+        let mut packs = Vec::new();
+        for (i, nonce) in state.segments.iter().enumerate() {
+            let key = layout::upload_segment(id, i as u32, nonce);
+            // A segment may vanish with its session between our two reads.
+            let Some(data) = self.inner.backend.get(&key).await? else {
+                continue;
+            };
+            packs.extend(crate::recipe::packs_of(&upload::decode_segment(
+                &data,
+                key.as_ref(),
+            )?));
+        }
+        packs.sort();
+        packs.dedup();
+        Ok(Some(packs))
+    }
+
+    /// The packs a blob's chunks are in (empty for a small blob stored inline); `None`
+    /// if there is no such recipe. Usually one short read.
+    pub async fn recipe_packs(&self, digest: &Digest) -> Result<Option<Vec<PackId>>> {
+        let key = layout::recipe(digest);
+        let backend = &self.inner.backend;
+        let head = match backend.get_opts_prefix(&key, 4096).await? {
+            Some(h) => h,
+            None => return Ok(None),
+        };
+        if let Some(packs) = Recipe::decode_packs(&head.0, key.as_ref())? {
+            return Ok(Some(packs));
+        }
+        let Some(data) = backend.get(&key).await? else {
+            return Ok(None);
+        };
+        Ok(Some(Recipe::decode(&data, key.as_ref())?.packs()))
+    }
+
+    /// Deletes one object the collector found dead. A manifest takes its referrer
+    /// record (`subject`) with it; an upload session its state first, then its segments.
+    pub async fn delete_collected(&self, r: &ObjectRef, subject: Option<&Digest>) -> Result<()> {
+        let backend = &self.inner.backend;
+        match r {
+            ObjectRef::Manifest(repo, d) => {
+                backend.delete(&layout::manifest_link(repo, d)).await?;
+                if let Some(s) = subject {
+                    backend.delete(&layout::referrer(repo, s, d)).await?;
+                }
+                Ok(())
+            }
+            ObjectRef::BlobLink(repo, d) => backend.delete(&layout::blob_link(repo, d)).await,
+            ObjectRef::Recipe(d) => backend.delete(&layout::recipe(d)).await,
+            ObjectRef::Pack(p) => backend.delete(&layout::pack(p)).await,
+            ObjectRef::Upload(id) => {
+                backend.delete_swapped(&layout::upload_state(id)).await?;
+                for m in backend.list_all(&layout::upload_prefix(id)).await? {
+                    backend.delete(&m.location).await?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+impl crate::Repository {
+    /// Everything under this repository, from one listing (nested repositories are
+    /// not included: their keys are below a name without `_`).
+    pub async fn inventory(&self) -> Result<RepoInventory> {
+        let prefix = layout::repo_prefix(self.name());
+        let depth = prefix.parts().count();
+        let listed = self.store().inner.backend.list_all(&prefix).await?;
+        let mut inv = RepoInventory::default();
+        for m in listed {
+            let parts: Vec<_> = m.location.parts().skip(depth).collect();
+            let modified = m.last_modified;
+            let size = m.size;
+            match parts.first().map(|p| p.as_ref()) {
+                Some("_tags") => {
+                    if let Some(t) = layout::parse_tag(&m.location) {
+                        inv.tags.push(Listed {
+                            item: t,
+                            modified,
+                            size,
+                        });
+                    }
+                }
+                Some("_manifests") if parts.len() == 3 => {
+                    if let Some(d) = layout::parse_link(&m.location) {
+                        inv.manifests.push(Listed {
+                            item: d,
+                            modified,
+                            size,
+                        });
+                    }
+                }
+                Some("_blobs") if parts.len() == 3 => {
+                    if let Some(d) = layout::parse_link(&m.location) {
+                        inv.blob_links.push(Listed {
+                            item: d,
+                            modified,
+                            size,
+                        });
+                    }
+                }
+                Some("_referrers") if parts.len() == 4 => {
+                    let subject =
+                        Digest::parse(&format!("{}:{}", parts[1].as_ref(), parts[2].as_ref()));
+                    if let (Ok(s), Some(r)) = (subject, layout::parse_referrer(&m.location)) {
+                        inv.referrers.push(Listed {
+                            item: (s, r),
+                            modified,
+                            size,
+                        });
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(inv)
+    }
+}
