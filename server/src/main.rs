@@ -1,6 +1,6 @@
 //! `stowage`, the registry's one binary. Until the HTTP front end lands it carries the
 //! operator commands of the storage engine: store and fetch blobs, show what the store
-//! holds, list upload sessions.
+//! holds, list upload sessions, check the store's consistency.
 
 mod commands;
 mod output;
@@ -87,6 +87,18 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Check that every tag, manifest, recipe and chunk is consistent; report, never fix.
+    ///
+    /// Exits with 1 when anything of severity error is found.
+    Fsck {
+        /// Also read all data: every chunk against its BLAKE3 id, every blob against its
+        /// digest.
+        #[arg(long)]
+        rehash: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 async fn serve(
@@ -158,6 +170,11 @@ async fn main() -> std::process::ExitCode {
         Command::Stats { json } => commands::stats(options, json).await,
         Command::Uploads { json } => commands::uploads(options, json).await,
         Command::Bench { workload } => commands::bench::run(workload).await,
+        Command::Fsck { rehash, json } => match commands::fsck(options, rehash, json).await {
+            // The findings are printed; the exit code says there were errors among them.
+            Ok(false) => return std::process::ExitCode::FAILURE,
+            other => other.map(drop),
+        },
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

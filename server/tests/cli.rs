@@ -75,3 +75,94 @@ fn bad_input_is_a_clear_error_not_a_panic() {
         assert!(!err.contains("panicked"), "{args:?}: {err}");
     }
 }
+
+/// `stowage fsck` on a store holding a pushed image: clean (exit 0); with a pack file
+/// deleted underneath, the recipes that need it are reported missing-pack (exit 1).
+#[tokio::test]
+async fn fsck_reports_a_clean_store_and_a_missing_pack() {
+    use stowage_storage::{RepoName, Store, StoreOptions, Tag};
+    use stowage_tests::oci::{Image, ImageSpec, tar};
+
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let layer: Vec<u8> = (0..2_000_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    let image = Image::build(&ImageSpec {
+        layers: vec![(tar(&[("app/data.bin", &layer)]), false)],
+        labels: Default::default(),
+        env: vec![],
+        cmd: vec!["/app"],
+        architecture: "amd64",
+    });
+    {
+        let store = Store::open(StoreOptions::new(data.display().to_string()))
+            .await
+            .unwrap();
+        let repo = store.repository(&RepoName::parse("fsck/app").unwrap());
+        for blob in std::iter::once(&image.config).chain(&image.layers) {
+            let bytes = bytes::Bytes::from(blob.bytes.clone());
+            let body = futures::stream::once(async move { Ok::<_, std::io::Error>(bytes) });
+            repo.put_blob(&blob.digest, body).await.unwrap();
+        }
+        let m = &image.manifest;
+        repo.put_manifest(
+            &m.digest,
+            &m.media_type,
+            m.bytes.clone().into(),
+            None,
+            &Default::default(),
+        )
+        .await
+        .unwrap();
+        repo.set_tag(&Tag::parse("latest").unwrap(), &m.digest)
+            .await
+            .unwrap();
+    }
+
+    let out = stowage(dir.path(), &["fsck", "--json"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["clean"], true, "{report:#}");
+    assert_eq!(report["findings"], serde_json::json!([]), "{report:#}");
+    assert_eq!(report["examined"]["manifests"], 1);
+    assert_eq!(report["examined"]["tags"], 1);
+    assert_eq!(report["examined"]["recipes"], 3);
+
+    let packs: Vec<_> = std::fs::read_dir(data.join("packs"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert!(!packs.is_empty());
+    for pack in &packs {
+        std::fs::remove_file(pack).unwrap();
+    }
+    let layer_recipe = format!(
+        "blobs/sha256/{}/{}",
+        &image.layers[0].digest.hex()[..2],
+        image.layers[0].digest.hex()
+    );
+    for args in [&["fsck", "--json"][..], &["fsck", "--json", "--rehash"]] {
+        let out = stowage(dir.path(), args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(report["clean"], false);
+        let findings = report["findings"].as_array().unwrap();
+        assert!(
+            findings.iter().any(|f| f["kind"] == "missing-pack"
+                && f["severity"] == "error"
+                && f["key"] == layer_recipe.as_str()),
+            "{args:?}: {report:#}"
+        );
+    }
+    // The table says the same to a person.
+    let out = stowage(dir.path(), &["fsck"]);
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.contains("missing-pack") && text.contains(&layer_recipe),
+        "{text}"
+    );
+}

@@ -130,6 +130,16 @@ fn backend_err(key: &Path) -> impl FnOnce(object_store::Error) -> Error + '_ {
     }
 }
 
+/// Whether an error of a read says the object is not there (deleted since it was listed,
+/// or never written), as opposed to a failure of the backend.
+pub(crate) fn is_not_found(e: &Error) -> bool {
+    match e {
+        Error::Backend { source, .. } => matches!(source, object_store::Error::NotFound { .. }),
+        Error::Io { source, .. } => source.kind() == io::ErrorKind::NotFound,
+        _ => false,
+    }
+}
+
 impl Backend {
     /// Opens the backend a URL names.
     pub(crate) fn open(config: &BackendConfig) -> Result<Self> {

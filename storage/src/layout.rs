@@ -90,6 +90,39 @@ pub(crate) fn upload_segment(id: &UploadId, index: u32, nonce: &str) -> Path {
     Path::from(format!("uploads/{id}/seg-{index:08}-{nonce}"))
 }
 
+/// What an object under `uploads/<id>/` is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum UploadObject {
+    /// The session state.
+    State,
+    /// The refs of one append: its position and nonce.
+    Segment { index: u32, nonce: String },
+}
+
+/// The session and role of an object under `uploads/`; `None` for keys this layout
+/// never makes.
+pub(crate) fn parse_upload_object(path: &Path) -> Option<(UploadId, UploadObject)> {
+    let parts: Vec<_> = path.parts().collect();
+    let [uploads, id, name] = parts.as_slice() else {
+        return None;
+    };
+    (uploads.as_ref() == "uploads").then_some(())?;
+    let id: UploadId = id.as_ref().parse().ok()?;
+    let object = if name.as_ref() == "state" {
+        UploadObject::State
+    } else {
+        let (index, nonce) = name.as_ref().strip_prefix("seg-")?.split_once('-')?;
+        let index: u32 = index.parse().ok()?;
+        // Only the exact spelling `upload_segment` writes (zero-padded index).
+        (&upload_segment(&id, index, nonce) == path).then_some(())?;
+        UploadObject::Segment {
+            index,
+            nonce: nonce.to_owned(),
+        }
+    };
+    Some((id, object))
+}
+
 pub(crate) fn repo_prefix(repo: &RepoName) -> Path {
     Path::from(format!("repos/{repo}"))
 }
@@ -171,6 +204,70 @@ pub(crate) fn parse_referrer(path: &Path) -> Option<Digest> {
     Digest::parse(&format!("{algorithm}:{hex}")).ok()
 }
 
+pub(crate) fn repos_prefix() -> Path {
+    Path::from("repos")
+}
+
+/// What an object under `repos/<repo>/` is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum RepoObject {
+    /// `_blobs/<alg>/<hex>`.
+    BlobLink(Digest),
+    /// `_manifests/<alg>/<hex>`.
+    ManifestLink(Digest),
+    /// `_tags/<tag>`.
+    Tag(Tag),
+    /// `_referrers/<alg>/<hex>/<alg>-<hex>`.
+    Referrer { subject: Digest, referrer: Digest },
+}
+
+/// The repository and role of an object under `repos/`; `None` for keys this layout
+/// never makes. The repository name is everything before the first `_` component.
+pub(crate) fn parse_repo_object(path: &Path) -> Option<(RepoName, RepoObject)> {
+    let parts: Vec<_> = path.parts().collect();
+    let (first, rest) = parts.split_first()?;
+    (first.as_ref() == "repos").then_some(())?;
+    let marker = rest.iter().position(|p| p.as_ref().starts_with('_'))?;
+    let name: Vec<&str> = rest[..marker].iter().map(|p| p.as_ref()).collect();
+    let repo = RepoName::parse(&name.join("/")).ok()?;
+    let digest = |alg: &str, hex: &str| Digest::parse(&format!("{alg}:{hex}")).ok();
+    let tail: Vec<&str> = rest[marker..].iter().map(|p| p.as_ref()).collect();
+    let (object, key) = match tail.as_slice() {
+        ["_blobs", alg, hex] => {
+            let d = digest(alg, hex)?;
+            (RepoObject::BlobLink(d.clone()), blob_link(&repo, &d))
+        }
+        ["_manifests", alg, hex] => {
+            let d = digest(alg, hex)?;
+            (
+                RepoObject::ManifestLink(d.clone()),
+                manifest_link(&repo, &d),
+            )
+        }
+        ["_tags", name] => {
+            let t = Tag::parse(name).ok()?;
+            let key = tag(&repo, &t);
+            (RepoObject::Tag(t), key)
+        }
+        ["_referrers", alg, hex, name] => {
+            let subject = digest(alg, hex)?;
+            let (ralg, rhex) = name.split_once('-')?;
+            let referrer_digest = digest(ralg, rhex)?;
+            let key = referrer(&repo, &subject, &referrer_digest);
+            (
+                RepoObject::Referrer {
+                    subject,
+                    referrer: referrer_digest,
+                },
+                key,
+            )
+        }
+        _ => return None,
+    };
+    // Only keys spelled exactly as the builders above spell them.
+    (&key == path).then_some((repo, object))
+}
+
 pub(crate) fn repository_entry(repo: &RepoName) -> Path {
     Path::from(format!("index/repositories/{repo}/_repo"))
 }
@@ -246,6 +343,72 @@ mod tests {
         let id = PackId::generate();
         assert_eq!(parse_pack(&pack(&id)), Some(id));
         assert!(recipe(&d).as_ref().starts_with("blobs/sha256/"));
+    }
+
+    #[test]
+    fn repository_and_upload_objects_parse_back() {
+        let repo = RepoName::parse("a/b/c").unwrap();
+        let (d, s) = (Digest::sha256(b"d"), Digest::sha256(b"s"));
+        let t = Tag::parse("v1.0").unwrap();
+        let cases = [
+            (blob_link(&repo, &d), RepoObject::BlobLink(d.clone())),
+            (
+                manifest_link(&repo, &d),
+                RepoObject::ManifestLink(d.clone()),
+            ),
+            (tag(&repo, &t), RepoObject::Tag(t)),
+            (
+                referrer(&repo, &s, &d),
+                RepoObject::Referrer {
+                    subject: s.clone(),
+                    referrer: d.clone(),
+                },
+            ),
+        ];
+        for (key, object) in cases {
+            assert_eq!(
+                parse_repo_object(&key),
+                Some((repo.clone(), object)),
+                "{key}"
+            );
+        }
+        for bad in [
+            "repos/a/b",
+            "repos/_blobs/sha256/00",
+            "repos/a/_blobs/sha256/xyz",
+            "repos/a/_tags/v1/extra",
+            "repos/a/_unknown/x",
+            "elsewhere/a/_tags/v1",
+        ] {
+            assert_eq!(parse_repo_object(&Path::from(bad)), None, "{bad}");
+        }
+        let id = UploadId::generate();
+        assert_eq!(
+            parse_upload_object(&upload_state(&id)),
+            Some((id.clone(), UploadObject::State))
+        );
+        let seg = upload_segment(&id, 3, "00ff");
+        assert_eq!(
+            parse_upload_object(&seg),
+            Some((
+                id.clone(),
+                UploadObject::Segment {
+                    index: 3,
+                    nonce: "00ff".into()
+                }
+            ))
+        );
+        for bad in [
+            format!("uploads/{id}/seg-3-00ff"),
+            format!("uploads/{id}/other"),
+            "uploads/not-an-id/state".to_string(),
+        ] {
+            assert_eq!(
+                parse_upload_object(&Path::from(bad.as_str())),
+                None,
+                "{bad}"
+            );
+        }
     }
 
     #[test]

@@ -9,7 +9,8 @@
 //! - `recipe` records how to rebuild a blob; writing it is the blob's commit point;
 //! - `upload` keeps resumable sessions in the store, so any replica can continue one;
 //! - [`Repository`] holds links, manifests, tags with history and referrers;
-//! - `layout` is the only place object keys are made.
+//! - `layout` is the only place object keys are made;
+//! - `fsck` reads all of it and reports what does not fit together ([`Store::fsck`]).
 //!
 //! docs/storage.md describes the formats and the reasons for them.
 
@@ -21,6 +22,7 @@ pub mod collection;
 mod config;
 mod digest;
 mod error;
+mod fsck;
 mod index;
 mod ingest;
 mod inventory;
@@ -42,6 +44,9 @@ pub use chunk::ChunkId;
 pub use config::{CHUNK_HASH, CHUNKER, ChunkingParams, STORE_FORMAT, StoreIdentity};
 pub use digest::{Algorithm, Digest, Hasher};
 pub use error::{BoxError, Error, Result};
+pub use fsck::{
+    Finding, FindingKind, FsckCounts, FsckOptions, FsckPhase, FsckProgress, FsckReport, Severity,
+};
 pub use index::IndexStats;
 pub use ingest::{WriteStats, WriteTotals};
 pub use inventory::{Listed, PackInfo, RepoInventory, SessionInfo};

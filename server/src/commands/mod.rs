@@ -2,7 +2,9 @@
 
 pub mod bench;
 mod blob;
+mod fsck;
 mod inspect;
 
 pub use blob::{get, put};
+pub use fsck::fsck;
 pub use inspect::{stats, uploads};
