@@ -32,11 +32,9 @@ impl Default for Rules {
 }
 
 /// Rules for the whole store, with per-namespace overrides.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Policy {
     /// Rules where no override applies.
-    #[serde(flatten)]
     pub default: Rules,
     /// Overrides by namespace (the first path component of a repository name) or by any
     /// longer prefix of path components (`team/app`); the longest match wins.

@@ -37,6 +37,8 @@ pub struct AppState {
     /// Base URL clients reach the registry by (behind a proxy); `Location` and `Link`
     /// headers are made absolute with it. Relative when unset.
     pub public_url: Option<String>,
+    /// Prometheus instruments, served at `/metrics`.
+    pub metrics: crate::metrics::Metrics,
 }
 
 /// Which kinds of DELETE the registry accepts; operators of shared registries often
@@ -72,13 +74,14 @@ impl AppState {
             max_blob_bytes: None,
             deletes: Deletes::default(),
             public_url: None,
+            metrics: crate::metrics::Metrics::new(),
         }
     }
 }
 
 /// The registry's HTTP routes, with metrics recorded for each request.
 pub fn router(state: AppState) -> Router {
-    let metrics = crate::metrics::Metrics::new().with_store(state.store.clone());
+    let metrics = state.metrics.clone().with_store(state.store.clone());
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/v2", any(base))

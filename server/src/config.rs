@@ -31,6 +31,128 @@ pub struct FileConfig {
     pub delete: Option<crate::api::Deletes>,
     /// Serve HTTPS with this certificate and key.
     pub tls: Option<TlsConfig>,
+    /// Garbage collection: policy for `stowage gc`, and an optional schedule for `serve`.
+    pub gc: Option<GcConfig>,
+}
+
+/// The `[gc]` section. Durations are text: `"90s"`, `"15m"`, `"24h"`, `"7d"`.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct GcConfig {
+    /// Delete manifests no kept tag revision reaches (default true).
+    pub delete_untagged: Option<bool>,
+    /// Revisions of each tag's history kept (default 3).
+    pub keep_tag_revisions: Option<usize>,
+    /// Keep manifests and tag revisions younger than this.
+    pub keep_younger_than: Option<String>,
+    /// Nothing younger than this is deleted (default 1h).
+    pub grace: Option<String>,
+    /// Upload sessions idle this long are removed (default 24h).
+    pub upload_expiry: Option<String>,
+    /// Longest a server's metadata write may take to land (default 30s).
+    pub write_deadline: Option<String>,
+    /// Listings and reads in flight (default 32).
+    pub concurrency: Option<usize>,
+    /// `serve` runs a collection this often (off when unset).
+    pub every: Option<String>,
+    /// Rules by namespace (or longer name prefix), overriding the ones above.
+    pub namespaces: std::collections::BTreeMap<String, stowage_gc::Rules>,
+}
+
+/// Command-line overrides of the `[gc]` section.
+#[derive(Debug, Clone, Default)]
+pub struct GcOverrides {
+    /// Keep untagged manifests.
+    pub keep_untagged: bool,
+    /// Revisions of each tag kept.
+    pub keep_tag_revisions: Option<usize>,
+    /// Keep what is younger than this.
+    pub keep_younger_than: Option<std::time::Duration>,
+    /// Grace period.
+    pub grace: Option<std::time::Duration>,
+    /// Upload expiry.
+    pub upload_expiry: Option<std::time::Duration>,
+    /// Write deadline.
+    pub write_deadline: Option<std::time::Duration>,
+    /// Concurrency.
+    pub concurrency: Option<usize>,
+    /// Report only.
+    pub dry_run: bool,
+}
+
+impl GcConfig {
+    /// The collector's options: defaults, then this section, then `over`.
+    pub fn options(&self, over: &GcOverrides) -> anyhow::Result<stowage_gc::Options> {
+        let duration = |field: &str,
+                        v: &Option<String>|
+         -> anyhow::Result<Option<std::time::Duration>> {
+            v.as_deref()
+                .map(|t| {
+                    stowage_gc::parse_duration(t).map_err(|e| anyhow::anyhow!("gc.{field}: {e}"))
+                })
+                .transpose()
+        };
+        let mut o = stowage_gc::Options::default();
+        let rules = &mut o.policy.default;
+        if let Some(v) = self.delete_untagged {
+            rules.delete_untagged = v;
+        }
+        if let Some(v) = self.keep_tag_revisions {
+            rules.keep_tag_revisions = v;
+        }
+        if let Some(v) = duration("keep_younger_than", &self.keep_younger_than)? {
+            rules.keep_younger_than = Some(v);
+        }
+        if over.keep_untagged {
+            rules.delete_untagged = false;
+        }
+        if let Some(v) = over.keep_tag_revisions {
+            rules.keep_tag_revisions = v;
+        }
+        if let Some(v) = over.keep_younger_than {
+            rules.keep_younger_than = Some(v);
+        }
+        anyhow::ensure!(
+            rules.keep_tag_revisions >= 1,
+            "keep_tag_revisions must be at least 1 (the current revision)"
+        );
+        o.policy.namespaces = self.namespaces.clone();
+        for (ns, r) in &o.policy.namespaces {
+            anyhow::ensure!(
+                r.keep_tag_revisions >= 1,
+                "gc.namespaces.{ns}.keep_tag_revisions must be at least 1"
+            );
+        }
+        if let Some(v) = over.grace.or(duration("grace", &self.grace)?) {
+            o.grace = v;
+        }
+        if let Some(v) = over
+            .upload_expiry
+            .or(duration("upload_expiry", &self.upload_expiry)?)
+        {
+            o.upload_expiry = v;
+        }
+        if let Some(v) = over
+            .write_deadline
+            .or(duration("write_deadline", &self.write_deadline)?)
+        {
+            o.write_deadline = v;
+        }
+        if let Some(v) = over.concurrency.or(self.concurrency) {
+            anyhow::ensure!(v > 0, "gc concurrency must be at least 1");
+            o.concurrency = v;
+        }
+        o.dry_run = over.dry_run;
+        Ok(o)
+    }
+
+    /// How often `serve` collects, if it does.
+    pub fn schedule(&self) -> anyhow::Result<Option<std::time::Duration>> {
+        self.every
+            .as_deref()
+            .map(|t| stowage_gc::parse_duration(t).map_err(|e| anyhow::anyhow!("gc.every: {e}")))
+            .transpose()
+    }
 }
 
 /// PEM files for HTTPS.
@@ -73,6 +195,8 @@ pub struct ServeConfig {
     pub deletes: crate::api::Deletes,
     /// See [`FileConfig::tls`].
     pub tls: Option<TlsConfig>,
+    /// Collect in-process with these options this often (`gc.every`).
+    pub gc: Option<(stowage_gc::Options, std::time::Duration)>,
 }
 
 /// Values given on the command line or in the environment (clap merges those two).
@@ -137,7 +261,19 @@ impl ServeConfig {
             (None, None, file) => file,
             _ => anyhow::bail!("TLS needs both a certificate and a key"),
         };
+        let gc = match &file.gc {
+            Some(g) => match g.schedule()? {
+                Some(every) => {
+                    let mut options = g.options(&GcOverrides::default())?;
+                    options.host = format!("stowage serve on {listen}");
+                    Some((options, every))
+                }
+                None => None,
+            },
+            None => None,
+        };
         Ok(ServeConfig {
+            gc,
             listen,
             public_url,
             store,
@@ -220,5 +356,56 @@ mod tests {
             )
             .is_err()
         );
+    }
+
+    #[test]
+    fn the_gc_section_sets_policy_and_schedule() {
+        let file: FileConfig = toml::from_str(
+            r#"
+            [gc]
+            keep_tag_revisions = 5
+            keep_younger_than = "7d"
+            grace = "2h"
+            every = "6h"
+            [gc.namespaces.ci]
+            keep_tag_revisions = 1
+            keep_younger_than = "1d"
+            [gc.namespaces."archive/keep"]
+            delete_untagged = false
+            "#,
+        )
+        .unwrap();
+        let serve = ServeConfig::resolve(file.clone(), Overrides::default()).unwrap();
+        let (options, every) = serve.gc.unwrap();
+        assert_eq!(every, std::time::Duration::from_secs(6 * 3600));
+        assert_eq!(options.grace, std::time::Duration::from_secs(2 * 3600));
+        assert_eq!(options.policy.default.keep_tag_revisions, 5);
+        assert_eq!(
+            options.policy.default.keep_younger_than,
+            Some(std::time::Duration::from_secs(7 * 86_400))
+        );
+        let ci = options.policy.namespaces["ci"];
+        assert_eq!(ci.keep_tag_revisions, 1);
+        assert!(!options.policy.namespaces["archive/keep"].delete_untagged);
+        // Flags win over the file.
+        let over = GcOverrides {
+            keep_untagged: true,
+            keep_tag_revisions: Some(2),
+            ..GcOverrides::default()
+        };
+        let o = file.gc.as_ref().unwrap().options(&over).unwrap();
+        assert!(!o.policy.default.delete_untagged);
+        assert_eq!(o.policy.default.keep_tag_revisions, 2);
+        // Nonsense is refused with the field named.
+        let bad: FileConfig = toml::from_str("[gc]\ngrace = \"soon\"\n").unwrap();
+        let err = bad
+            .gc
+            .unwrap()
+            .options(&GcOverrides::default())
+            .unwrap_err();
+        assert!(err.to_string().contains("gc.grace"), "{err}");
+        let zero: FileConfig = toml::from_str("[gc]\nkeep_tag_revisions = 0\n").unwrap();
+        assert!(zero.gc.unwrap().options(&GcOverrides::default()).is_err());
+        assert!(toml::from_str::<FileConfig>("[gc]\nkeep_everything = true\n").is_err());
     }
 }

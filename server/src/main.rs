@@ -87,6 +87,8 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Delete what no kept tag reaches (garbage collection), while servers keep running.
+    Gc(commands::gc::GcArgs),
     /// Check that every tag, manifest, recipe and chunk is consistent; report, never fix.
     ///
     /// Exits with 1 when anything of severity error is found.
@@ -143,6 +145,7 @@ async fn main() -> std::process::ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let options = cli.store_options();
+    let storage_flag = cli.storage.is_some();
     let result = match cli.command {
         Command::Serve {
             config,
@@ -170,6 +173,7 @@ async fn main() -> std::process::ExitCode {
         Command::Stats { json } => commands::stats(options, json).await,
         Command::Uploads { json } => commands::uploads(options, json).await,
         Command::Bench { workload } => commands::bench::run(workload).await,
+        Command::Gc(args) => commands::gc::gc(options, storage_flag, args).await,
         Command::Fsck { rehash, json } => match commands::fsck(options, rehash, json).await {
             // The findings are printed; the exit code says there were errors among them.
             Ok(false) => return std::process::ExitCode::FAILURE,

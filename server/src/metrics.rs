@@ -21,7 +21,99 @@ pub struct Metrics {
     bytes_out: IntCounterVec,
     uploads: IntGauge,
     chunk_bytes: IntCounterVec,
+    gc: GcMetrics,
     store: Option<stowage_storage::Store>,
+}
+
+/// Garbage collection runs made by this process (`gc.every`).
+#[derive(Clone)]
+pub struct GcMetrics {
+    runs: IntCounterVec,
+    deleted: IntCounterVec,
+    reclaimed: prometheus::IntCounter,
+    rescued: prometheus::IntCounter,
+    last_duration: prometheus::Gauge,
+    last_success: prometheus::Gauge,
+}
+
+impl GcMetrics {
+    fn new(registry: &Registry) -> Self {
+        let def = |e: prometheus::Error| -> ! { panic!("metric definition: {e}") };
+        let m = GcMetrics {
+            runs: IntCounterVec::new(
+                Opts::new(
+                    "stowage_gc_runs_total",
+                    "Garbage collection runs by outcome",
+                ),
+                &["outcome"],
+            )
+            .unwrap_or_else(|e| def(e)),
+            deleted: IntCounterVec::new(
+                Opts::new(
+                    "stowage_gc_deleted_total",
+                    "Objects garbage collection deleted, by kind",
+                ),
+                &["kind"],
+            )
+            .unwrap_or_else(|e| def(e)),
+            reclaimed: prometheus::IntCounter::new(
+                "stowage_gc_reclaimed_bytes_total",
+                "Bytes of packs and recipes garbage collection deleted",
+            )
+            .unwrap_or_else(|e| def(e)),
+            rescued: prometheus::IntCounter::new(
+                "stowage_gc_rescued_total",
+                "Candidates kept because something reused them while a run went on",
+            )
+            .unwrap_or_else(|e| def(e)),
+            last_duration: prometheus::Gauge::new(
+                "stowage_gc_last_duration_seconds",
+                "Duration of the last garbage collection run",
+            )
+            .unwrap_or_else(|e| def(e)),
+            last_success: prometheus::Gauge::new(
+                "stowage_gc_last_success_timestamp_seconds",
+                "When the last successful garbage collection run ended (Unix time)",
+            )
+            .unwrap_or_else(|e| def(e)),
+        };
+        for c in [
+            Box::new(m.runs.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(m.deleted.clone()),
+            Box::new(m.reclaimed.clone()),
+            Box::new(m.rescued.clone()),
+            Box::new(m.last_duration.clone()),
+            Box::new(m.last_success.clone()),
+        ] {
+            registry
+                .register(c)
+                .unwrap_or_else(|e| panic!("metric registration: {e}"));
+        }
+        m
+    }
+
+    /// Records one run.
+    pub fn record(&self, result: &Result<stowage_gc::Report, stowage_gc::GcError>, seconds: f64) {
+        self.last_duration.set(seconds);
+        match result {
+            Ok(r) => {
+                self.runs.with_label_values(&["success"]).inc();
+                for (kind, c) in [
+                    ("manifests", r.manifests),
+                    ("blob_links", r.blob_links),
+                    ("blobs", r.blobs),
+                    ("packs", r.packs),
+                    ("uploads", r.uploads),
+                ] {
+                    self.deleted.with_label_values(&[kind]).inc_by(c.deleted);
+                }
+                self.reclaimed.inc_by(r.reclaimed_bytes);
+                self.rescued.inc_by(r.rescued);
+                self.last_success.set(chrono::Utc::now().timestamp() as f64);
+            }
+            Err(_) => self.runs.with_label_values(&["failure"]).inc(),
+        }
+    }
 }
 
 impl std::fmt::Debug for Metrics {
@@ -100,7 +192,9 @@ impl Metrics {
                 .register(c)
                 .unwrap_or_else(|e| panic!("metric registration: {e}"));
         }
+        let gc = GcMetrics::new(&registry);
         Metrics {
+            gc,
             registry,
             requests,
             latency,
@@ -110,6 +204,11 @@ impl Metrics {
             chunk_bytes,
             store: None,
         }
+    }
+
+    /// Instruments for in-process garbage collection runs.
+    pub fn gc(&self) -> &GcMetrics {
+        &self.gc
     }
 
     /// Also reports what `store` has written (read at each scrape).

@@ -22,6 +22,14 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
     state.max_blob_bytes = config.max_blob_bytes;
     state.deletes = config.deletes;
     state.public_url = config.public_url.clone();
+    if let Some((options, every)) = config.gc.clone() {
+        spawn_gc_schedule(
+            state.store.clone(),
+            options,
+            every,
+            state.metrics.gc().clone(),
+        );
+    }
     let app = router(state)
         .layer(CatchPanicLayer::new())
         .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
@@ -109,6 +117,37 @@ fn spawn_store_refresh(store: Store) {
                 && let Err(e) = store.refresh_index().await
             {
                 tracing::warn!(error = %e, "refreshing the dedup index failed");
+            }
+        }
+    });
+}
+
+/// `gc.every`: collects in-process on a schedule, recording each run in the metrics.
+/// A run that finds another collector running simply skips its turn.
+fn spawn_gc_schedule(
+    store: Store,
+    options: stowage_gc::Options,
+    every: Duration,
+    metrics: crate::metrics::GcMetrics,
+) {
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(every).await;
+            let started = std::time::Instant::now();
+            let result = stowage_gc::collect(&store, &options, &stowage_gc::Silent).await;
+            metrics.record(&result, started.elapsed().as_secs_f64());
+            match &result {
+                Ok(r) => tracing::info!(
+                    manifests = r.manifests.deleted,
+                    blobs = r.blobs.deleted,
+                    packs = r.packs.deleted,
+                    uploads = r.uploads.deleted,
+                    reclaimed_bytes = r.reclaimed_bytes,
+                    rescued = r.rescued,
+                    seconds = started.elapsed().as_secs_f64(),
+                    "garbage collection done"
+                ),
+                Err(e) => tracing::warn!(error = %e, "garbage collection failed"),
             }
         }
     });

@@ -166,3 +166,72 @@ async fn fsck_reports_a_clean_store_and_a_missing_pack() {
         "{text}"
     );
 }
+
+/// `stowage gc` as an operator runs it: a dry run reports and keeps everything; a
+/// configuration file's `[gc]` section applies, and flags override it; a real run
+/// deletes blobs no manifest names and leaves a store `fsck` finds clean.
+#[test]
+fn gc_dry_run_then_collect_with_a_config_file() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("a"), vec![7u8; 200_000]).unwrap();
+    std::fs::write(dir.path().join("b"), b"small blob").unwrap();
+    assert!(stowage(dir.path(), &["put", "a", "b"]).status.success());
+    // The file's grace period protects the fresh blobs ...
+    std::fs::write(
+        dir.path().join("stowage.toml"),
+        "[storage]\nurl = \"./data\"\n[gc]\ngrace = \"1h\"\nwrite_deadline = \"0s\"\nkeep_tag_revisions = 2\n",
+    )
+    .unwrap();
+    let json = |out: std::process::Output| -> serde_json::Value {
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let kept = json(stowage(
+        dir.path(),
+        &["gc", "--config", "stowage.toml", "--json"],
+    ));
+    assert_eq!(kept["blobs"]["examined"], 2);
+    assert_eq!(kept["blobs"]["deleted"], 0);
+    // ... the flag overrides it; a dry run reports and deletes nothing ...
+    let dry = json(stowage(
+        dir.path(),
+        &[
+            "gc",
+            "--config",
+            "stowage.toml",
+            "--grace",
+            "0s",
+            "--dry-run",
+            "--json",
+        ],
+    ));
+    assert_eq!(dry["dry_run"], true);
+    assert_eq!(dry["blobs"]["deleted"], 2);
+    let stats = json(stowage(dir.path(), &["stats", "--json"]));
+    assert_eq!(stats["blobs"], 2);
+    // ... and the real run deletes what it predicted.
+    let real = json(stowage(
+        dir.path(),
+        &["gc", "--config", "stowage.toml", "--grace", "0s", "--json"],
+    ));
+    assert_eq!(real["blobs"]["deleted"], 2);
+    assert!(real["packs"]["deleted"].as_u64().unwrap() >= 1);
+    assert!(real["reclaimed_bytes"].as_u64().unwrap() > 0);
+    let stats = json(stowage(dir.path(), &["stats", "--json"]));
+    assert_eq!(stats["blobs"], 0);
+    assert_eq!(stats["packs"], 0);
+    let fsck = stowage(dir.path(), &["fsck"]);
+    assert!(
+        fsck.status.success(),
+        "{}",
+        String::from_utf8_lossy(&fsck.stdout)
+    );
+    // A bad duration is a clear error.
+    let bad = stowage(dir.path(), &["gc", "--grace", "soon"]);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("soon"));
+}

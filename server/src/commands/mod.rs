@@ -3,6 +3,7 @@
 pub mod bench;
 mod blob;
 mod fsck;
+pub mod gc;
 mod inspect;
 
 pub use blob::{get, put};
