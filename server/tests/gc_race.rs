@@ -328,7 +328,7 @@ async fn storm(s3: bool) {
             r["manifests"]["deleted"].as_u64().unwrap() + r["blobs"]["deleted"].as_u64().unwrap()
         })
         .sum();
-    let acked = acked.lock().unwrap();
+    let acked = std::mem::take(&mut *acked.lock().unwrap());
     eprintln!(
         "{} pushes acknowledged, {} manifest retries, {} collections deleting {deleted} manifests and blobs, {} rescued",
         acked.pushes,
