@@ -129,6 +129,9 @@ pub enum GcError {
     /// The run could not start or lost its lease.
     #[error(transparent)]
     Run(#[from] RunError),
+    /// The options cannot work.
+    #[error("invalid options: {0}")]
+    Options(String),
 }
 
 struct Timer {
@@ -151,6 +154,13 @@ pub async fn collect(
     progress: &dyn Progress,
 ) -> Result<Report, GcError> {
     let c = options.concurrency.max(1);
+    let longest = collection::LEASE - collection::REFRESH - 3 * collection::HEARTBEAT;
+    if options.write_deadline > longest {
+        return Err(GcError::Options(format!(
+            "the write deadline ({:?}) must stay below {longest:?}: the run must renew its lease within it",
+            options.write_deadline
+        )));
+    }
     let mut timer = Timer {
         phases: Vec::new(),
         at: Instant::now(),
@@ -364,19 +374,13 @@ async fn sweep(
     };
     progress.phase("delete", Some(doomed.len() as u64));
     for (rank, objects) in by_rank {
-        for batch in objects.chunks(256) {
+        for batch in objects.chunks(1000) {
             run.lock().await.check_lease(options.write_deadline)?;
             let batch: Vec<(ObjectRef, Option<Digest>)> =
                 batch.iter().map(|r| ((*r).clone(), subject(r))).collect();
-            futures::stream::iter(batch)
-                .map(|(r, subject)| async move {
-                    store.delete_collected(&r, subject.as_ref()).await?;
-                    progress.advance(1);
-                    Ok::<_, Error>(())
-                })
-                .buffer_unordered(options.concurrency.max(1))
-                .try_collect::<Vec<()>>()
-                .await?;
+            let n = batch.len() as u64;
+            store.delete_collected_many(&batch).await?;
+            progress.advance(n);
         }
         if rank == 0 {
             report.history_entries_removed =

@@ -409,6 +409,27 @@ impl Backend {
         }
     }
 
+    /// Deletes many objects; absent ones are not an error. On S3 this is one request per
+    /// thousand keys.
+    pub(crate) async fn delete_many(&self, keys: Vec<Path>) -> Result<()> {
+        let first = keys.first().map(|k| k.to_string()).unwrap_or_default();
+        let mut results = self
+            .store
+            .delete_stream(futures::stream::iter(keys.into_iter().map(Ok)).boxed());
+        while let Some(r) = results.next().await {
+            match r {
+                Ok(_) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(source) => {
+                    return Err(Error::Backend {
+                        key: first.clone(),
+                        source,
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Deletes an object that is updated by compare-and-swap, serialised with swaps.
     pub(crate) async fn delete_swapped(&self, key: &Path) -> Result<()> {
         let _lock = match self.local {

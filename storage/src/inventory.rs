@@ -203,6 +203,30 @@ impl Store {
         Ok(Some(Recipe::decode(&data, key.as_ref())?.packs()))
     }
 
+    /// Deletes objects the collector found dead, in as few requests as the backend
+    /// allows (upload sessions one by one: their segments must be listed).
+    pub async fn delete_collected_many(
+        &self,
+        objects: &[(ObjectRef, Option<Digest>)],
+    ) -> Result<()> {
+        let mut keys = Vec::new();
+        for (r, subject) in objects {
+            match r {
+                ObjectRef::Manifest(repo, d) => {
+                    keys.push(layout::manifest_link(repo, d));
+                    if let Some(s) = subject {
+                        keys.push(layout::referrer(repo, s, d));
+                    }
+                }
+                ObjectRef::BlobLink(repo, d) => keys.push(layout::blob_link(repo, d)),
+                ObjectRef::Recipe(d) => keys.push(layout::recipe(d)),
+                ObjectRef::Pack(p) => keys.push(layout::pack(p)),
+                ObjectRef::Upload(_) => self.delete_collected(r, None).await?,
+            }
+        }
+        self.inner.backend.delete_many(keys).await
+    }
+
     /// Deletes one object the collector found dead. A manifest takes its referrer
     /// record (`subject`) with it; an upload session its state first, then its segments.
     pub async fn delete_collected(&self, r: &ObjectRef, subject: Option<&Digest>) -> Result<()> {

@@ -43,6 +43,9 @@ pub struct StoreOptions {
     pub inline_max: usize,
     /// Pack footers kept in memory to confirm dedup hits.
     pub footer_cache: usize,
+    /// Load the dedup index from every pack footer when opening. Tools that only read
+    /// and delete (`gc`, `fsck`) turn it off: on a large store it is a read per pack.
+    pub dedup_index: bool,
     /// Writes (blob pushes, upload appends) that run at once; the others wait their
     /// turn. Each holds about 16 MiB of buffers while it runs, so this bounds memory.
     pub max_concurrent_writes: usize,
@@ -60,6 +63,7 @@ impl StoreOptions {
             pack_size: None,
             inline_max: 16 * 1024,
             footer_cache: 64,
+            dedup_index: true,
             max_concurrent_writes: 4,
         }
     }
@@ -176,7 +180,11 @@ impl Store {
             _ => 8 << 20,
         });
         let index = Arc::new(ChunkIndex::new(options.footer_cache));
-        let loaded = index.refresh(&backend).await?;
+        let loaded = if options.dedup_index {
+            index.refresh(&backend).await?
+        } else {
+            0
+        };
         tracing::info!(
             backend = backend.description(),
             packs = loaded,

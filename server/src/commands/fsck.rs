@@ -23,6 +23,8 @@ struct JsonReport<'a> {
 /// Runs the check with a progress bar per phase on stderr, then prints a summary and
 /// every finding (or JSON). Returns whether the store is clean (no error findings).
 pub async fn fsck(options: StoreOptions, rehash: bool, json: bool) -> anyhow::Result<bool> {
+    let mut options = options;
+    options.dedup_index = false;
     let store = Store::open(options).await?;
     let style =
         ProgressStyle::with_template("{prefix:>12} [{bar:30}] {pos}/{len}")?.progress_chars("=> ");

@@ -119,6 +119,8 @@ pub async fn gc(cli_store: StoreOptions, storage_flag: bool, args: GcArgs) -> an
         .unwrap_or_else(GcConfig::default)
         .options(&over)?;
     gc_options.host = format!("stowage gc (pid {})", std::process::id());
+    // The collector writes no content: no dedup index to load.
+    options.dedup_index = false;
     let store = Store::open(options).await?;
     let bars = Bars {
         current: Mutex::new(None),
