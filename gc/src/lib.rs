@@ -221,7 +221,7 @@ async fn first_mark(
     timer: &mut Timer,
 ) -> Result<(Snapshot, Live), GcError> {
     let c = options.concurrency.max(1);
-    let snap = Snapshot::take(store, &options.policy, c, true, progress).await?;
+    let snap = Snapshot::take(store, &options.policy, true, progress).await?;
     timer.lap("list");
     let roots = mark::roots(
         store,
@@ -262,7 +262,7 @@ async fn drive(
     // may land up to the write deadline later, with an earlier time) and from rescues.
     let since = started
         - chrono::Duration::from_std(options.write_deadline).unwrap_or(chrono::Duration::zero());
-    let snap2 = Snapshot::take(store, &options.policy, c, false, progress).await?;
+    let snap2 = Snapshot::take(store, &options.policy, false, progress).await?;
     let mut roots = mark::roots(
         store,
         &snap2,

@@ -44,16 +44,16 @@ impl Snapshot {
     pub(crate) async fn take(
         store: &Store,
         policy: &Policy,
-        concurrency: usize,
         with_packs: bool,
         progress: &dyn Progress,
     ) -> Result<Snapshot, Error> {
         let names = store.all_repositories().await?;
         progress.phase("list repositories", Some(names.len() as u64));
-        let repos: Vec<RepoSnap> = futures::stream::iter(names)
-            .map(|name| async move {
-                let inv = store.repository(&name).inventory().await?;
-                progress.advance(1);
+        let inventories = store.repository_inventories(&names).await?;
+        progress.advance(names.len() as u64);
+        let repos: Vec<RepoSnap> = inventories
+            .into_iter()
+            .map(|(name, inv)| {
                 let mut referrers: HashMap<Digest, Vec<Digest>> = HashMap::new();
                 let mut subject_of = HashMap::new();
                 for r in inv.referrers {
@@ -61,7 +61,7 @@ impl Snapshot {
                     referrers.entry(s.clone()).or_default().push(d.clone());
                     subject_of.insert(d, s);
                 }
-                Ok::<_, Error>(RepoSnap {
+                RepoSnap {
                     rules: policy.rules_for(&name),
                     name,
                     tags: inv.tags,
@@ -77,11 +77,9 @@ impl Snapshot {
                         .collect(),
                     referrers,
                     subject_of,
-                })
+                }
             })
-            .buffer_unordered(concurrency)
-            .try_collect()
-            .await?;
+            .collect();
         progress.phase("list blobs", None);
         let recipes = store
             .list_recipes()

@@ -86,14 +86,72 @@ impl Store {
         self.repositories(None, None, None).await
     }
 
-    /// Every recipe, listed in 256+ shards side by side.
+    /// Every repository's objects, from one listing per namespace (side by side), with
+    /// `names` (the catalog) telling which namespaces to list. Repositories found that
+    /// the catalog lacks are included too.
+    pub async fn repository_inventories(
+        &self,
+        names: &[RepoName],
+    ) -> Result<std::collections::HashMap<RepoName, RepoInventory>> {
+        let mut namespaces: Vec<String> = names
+            .iter()
+            .map(|n| n.as_str().split('/').next().unwrap_or_default().to_owned())
+            .collect();
+        namespaces.sort();
+        namespaces.dedup();
+        let backend = self.inner.backend.clone();
+        let listed: Vec<Vec<object_store::ObjectMeta>> = futures::stream::iter(namespaces)
+            .map(|ns| {
+                let backend = backend.clone();
+                async move { backend.list_all(&layout::repo_namespace_prefix(&ns)).await }
+            })
+            .buffer_unordered(LIST_CONCURRENCY)
+            .try_collect()
+            .await?;
+        let mut out: std::collections::HashMap<RepoName, RepoInventory> = names
+            .iter()
+            .map(|n| (n.clone(), RepoInventory::default()))
+            .collect();
+        for m in listed.into_iter().flatten() {
+            let Some((repo, object)) = layout::parse_repo_object(&m.location) else {
+                continue;
+            };
+            let inv = out.entry(repo).or_default();
+            let (modified, size) = (m.last_modified, m.size);
+            match object {
+                layout::RepoObject::Tag(t) => inv.tags.push(Listed {
+                    item: t,
+                    modified,
+                    size,
+                }),
+                layout::RepoObject::ManifestLink(d) => inv.manifests.push(Listed {
+                    item: d,
+                    modified,
+                    size,
+                }),
+                layout::RepoObject::BlobLink(d) => inv.blob_links.push(Listed {
+                    item: d,
+                    modified,
+                    size,
+                }),
+                layout::RepoObject::Referrer { subject, referrer } => inv.referrers.push(Listed {
+                    item: (subject, referrer),
+                    modified,
+                    size,
+                }),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every recipe, listed in shards side by side: one per `blobs/<alg>/<xx>` directory
+    /// that exists (found with two delimiter listings, so an unused algorithm or a small
+    /// store costs few requests; some S3 servers' listing cost grows with the bucket).
     pub async fn list_recipes(&self) -> Result<Vec<Listed<Digest>>> {
         let backend = self.inner.backend.clone();
         let mut prefixes: Vec<Path> = Vec::new();
-        for alg in ["sha256", "sha512"] {
-            for b in 0..=255u8 {
-                prefixes.push(Path::from(format!("blobs/{alg}/{b:02x}")));
-            }
+        for alg in backend.list_dir(&layout::blobs_prefix()).await?.1 {
+            prefixes.extend(backend.list_dir(&alg).await?.1);
         }
         let shards: Vec<Vec<Listed<Digest>>> = futures::stream::iter(prefixes)
             .map(|prefix| {

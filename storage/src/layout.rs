@@ -204,6 +204,11 @@ pub(crate) fn parse_referrer(path: &Path) -> Option<Digest> {
     Digest::parse(&format!("{algorithm}:{hex}")).ok()
 }
 
+/// Every repository whose name starts with the namespace `ns` (and `ns` itself).
+pub(crate) fn repo_namespace_prefix(ns: &str) -> Path {
+    Path::from(format!("repos/{ns}"))
+}
+
 pub(crate) fn repos_prefix() -> Path {
     Path::from("repos")
 }
