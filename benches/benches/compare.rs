@@ -24,7 +24,7 @@
 mod procs;
 
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -817,9 +817,7 @@ fn run_backend(ctx: &mut Ctx, backend: Backend, rounds: usize, quick: bool) -> R
         "summary": rows,
         "samples": samples,
     });
-    let path = ctx
-        .root
-        .join(format!("target/compare-{}.json", backend.name()));
+    let path = procs::target_dir(&ctx.root).join(format!("compare-{}.json", backend.name()));
     std::fs::write(&path, serde_json::to_string_pretty(&doc)?)?;
     eprintln!("wrote {}", path.display());
     Ok(())
@@ -833,51 +831,17 @@ fn distribution_version() -> Option<String> {
     Some(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
-/// Builds the release server binary, waiting for the build lock if need be.
-fn build_stowage(root: &Path) -> Result<PathBuf> {
-    eprintln!("building target/release/stowage");
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let status = Command::new(cargo)
-        .args([
-            "build",
-            "--release",
-            "-p",
-            "stowage-server",
-            "--bin",
-            "stowage",
-        ])
-        .current_dir(root)
-        .status()
-        .context("running cargo build")?;
-    if !status.success() {
-        bail!("cargo build --release -p stowage-server failed: {status}");
-    }
-    // Run a snapshot, so a concurrent rebuild of target/release/stowage cannot swap
-    // the binary between rounds.
-    let built = root.join("target/release/stowage");
-    let dir = root.join("target/compare-bin");
-    std::fs::create_dir_all(&dir)?;
-    let copy = dir.join("stowage");
-    let tmp = dir.join("stowage.tmp");
-    std::fs::copy(&built, &tmp).with_context(|| format!("copying {}", built.display()))?;
-    std::fs::rename(&tmp, &copy)?;
-    Ok(copy)
-}
-
 fn main() -> Result<()> {
     let opts = parse_args()?;
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("the benches crate is inside the workspace")
-        .to_path_buf();
-    let stowage = build_stowage(&root)?;
+    let root = procs::workspace_root();
+    let stowage = procs::build_stowage(&root, "compare-bin")?;
     procs::ensure_distribution()?;
     let venv = if opts.backends.contains(&Backend::S3) {
         Some(procs::ensure_moto(&root)?)
     } else {
         None
     };
-    let logs = root.join("target/compare-logs");
+    let logs = procs::target_dir(&root).join("compare-logs");
     std::fs::create_dir_all(&logs)?;
     let mut ctx = Ctx {
         root,

@@ -275,11 +275,8 @@ async fn drive(
     .await?;
     roots.extend(run.lock().await.rescues().await?.iter().cloned());
     mark::mark(store, &snap2, &mut live, roots, c, progress).await?;
-    let sealed: ObjectSet = candidates
-        .iter()
-        .filter(|r| !live.contains(r))
-        .cloned()
-        .collect();
+    // Filtered in place: the sets are the run's largest structures.
+    let sealed = without_live(candidates, &live);
     progress.phase("seal", None);
     run.lock().await.seal(&sealed).await?;
     tokio::time::sleep(wait).await;
@@ -288,11 +285,7 @@ async fn drive(
     // Writers that checked before they saw the seal have rescued what they reused.
     let rescues: Vec<ObjectRef> = run.lock().await.rescues().await?.iter().cloned().collect();
     mark::mark(store, &snap2, &mut live, rescues, c, progress).await?;
-    let doomed: ObjectSet = sealed
-        .iter()
-        .filter(|r| !live.contains(r))
-        .cloned()
-        .collect();
+    let doomed = without_live(sealed, &live);
     report.rescued = (proposed - doomed.len()) as u64;
     run.lock().await.set_phase(Phase::Deleting).await?;
     fill_report(report, &snap, &doomed);
@@ -303,6 +296,15 @@ async fn drive(
     timer.lap("sweep");
     run.lock().await.remove_old_runs().await?;
     Ok(())
+}
+
+/// `set` less everything marked live.
+fn without_live(mut set: ObjectSet, live: &Live) -> ObjectSet {
+    let found: Vec<ObjectRef> = set.iter().filter(|r| live.contains(r)).cloned().collect();
+    for r in &found {
+        set.remove(r);
+    }
+    set
 }
 
 fn fill_report(report: &mut Report, snap: &Snapshot, doomed: &ObjectSet) {

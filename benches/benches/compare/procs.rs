@@ -99,11 +99,21 @@ pub fn free_port() -> Result<u16> {
 
 /// The status code of `GET path` on `127.0.0.1:port`, over a fresh connection.
 pub fn http_status(port: u16, path: &str) -> Result<u16> {
+    http_status_with(port, path, &[])
+}
+
+/// The status code of `GET path` on `127.0.0.1:port` with extra request `headers`
+/// (`Accept`, for manifests), over a fresh connection. Only the status line is read.
+pub fn http_status_with(port: u16, path: &str, headers: &[(&str, &str)]) -> Result<u16> {
     let mut s = TcpStream::connect(("127.0.0.1", port))?;
     s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let extra: String = headers
+        .iter()
+        .map(|(k, v)| format!("{k}: {v}\r\n"))
+        .collect();
     write!(
         s,
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{extra}Connection: close\r\n\r\n"
     )?;
     let mut head = [0u8; 64];
     let n = s.read(&mut head)?;
@@ -230,8 +240,9 @@ pub fn start_stowage(bin: &Path, storage: &Storage, log: &Path) -> Result<Server
     })
 }
 
-/// The YAML configuration of Distribution for `storage`, listening on `port`.
-fn distribution_config(storage: &Storage, port: u16) -> String {
+/// The YAML configuration of Distribution for `storage`, listening on `port`. On S3
+/// its files are under the bucket's [`DISTRIBUTION_S3_ROOT`] prefix.
+pub fn distribution_config(storage: &Storage, port: u16) -> String {
     let driver = match storage {
         Storage::Dir(dir) => format!(
             "  filesystem:\n    rootdirectory: {}\n",
@@ -241,7 +252,7 @@ fn distribution_config(storage: &Storage, port: u16) -> String {
         Storage::S3 { endpoint, bucket } => format!(
             "  s3:\n    region: us-east-1\n    regionendpoint: {endpoint}\n    \
              bucket: {bucket}\n    accesskey: testing\n    secretkey: testing\n    \
-             secure: false\n    v4auth: true\n    rootdirectory: /distribution\n"
+             secure: false\n    v4auth: true\n    rootdirectory: /{DISTRIBUTION_S3_ROOT}\n"
         ),
     };
     format!(
@@ -279,6 +290,9 @@ pub fn start_distribution(storage: &Storage, config_dir: &Path, log: &Path) -> R
         url: format!("http://127.0.0.1:{port}"),
     })
 }
+
+/// The prefix of Distribution's files in an S3 bucket (its `rootdirectory`).
+pub const DISTRIBUTION_S3_ROOT: &str = "distribution";
 
 /// Distribution's binary, from Debian's `docker-registry`.
 pub const DISTRIBUTION: &str = "/usr/bin/docker-registry";
@@ -421,4 +435,52 @@ pub fn tail(path: &Path) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(3)..].join(" | ")
+}
+
+/// The workspace's root directory.
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
+}
+
+/// Cargo's target directory: `CARGO_TARGET_DIR` if set (cargo passes its environment
+/// on to the benchmarks it runs), else `target/` in the workspace.
+pub fn target_dir(root: &Path) -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .map(|d| if d.is_absolute() { d } else { root.join(d) })
+        .unwrap_or_else(|| root.join("target"))
+}
+
+/// Builds the release server binary (waiting for the build lock if need be) and
+/// returns a copy of it in `<target>/<copy_dir>/`, so that a concurrent rebuild of
+/// `target/release/stowage` cannot swap the binary in the middle of a benchmark.
+pub fn build_stowage(root: &Path, copy_dir: &str) -> Result<PathBuf> {
+    eprintln!("building the release stowage binary");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let status = Command::new(cargo)
+        .args([
+            "build",
+            "--release",
+            "-p",
+            "stowage-server",
+            "--bin",
+            "stowage",
+        ])
+        .current_dir(root)
+        .status()
+        .context("running cargo build")?;
+    if !status.success() {
+        bail!("cargo build --release -p stowage-server failed: {status}");
+    }
+    let target = target_dir(root);
+    let built = target.join("release/stowage");
+    let dir = target.join(copy_dir);
+    std::fs::create_dir_all(&dir)?;
+    let copy = dir.join("stowage");
+    let tmp = dir.join("stowage.tmp");
+    std::fs::copy(&built, &tmp).with_context(|| format!("copying {}", built.display()))?;
+    std::fs::rename(&tmp, &copy)?;
+    Ok(copy)
 }
