@@ -376,14 +376,18 @@ async fn sweep(
     };
     progress.phase("delete", Some(doomed.len() as u64));
     for (rank, objects) in by_rank {
+        // Each kind's deletions are durable before the next kind's begin: a recipe must
+        // never outlive the packs it names, even across a crash.
+        let mut pending = stowage_storage::PendingDeletes::default();
         for batch in objects.chunks(1000) {
             run.lock().await.check_lease(options.write_deadline)?;
             let batch: Vec<(ObjectRef, Option<Digest>)> =
                 batch.iter().map(|r| ((*r).clone(), subject(r))).collect();
             let n = batch.len() as u64;
-            store.delete_collected_many(&batch).await?;
+            store.delete_collected_many(&batch, &mut pending).await?;
             progress.advance(n);
         }
+        store.sync_deletes(pending).await?;
         if rank == 0 {
             report.history_entries_removed =
                 prune_histories(store, snap2, doomed, options.concurrency).await?;

@@ -100,12 +100,14 @@ pub(crate) enum Version {
     Content([u8; 32]),
 }
 
-/// Unlinks files, two threads side by side, then syncs each directory they were in
-/// once: the deletions are durable when this returns (a collector deletes recipes
-/// before the packs they name, and a recipe that came back after a crash while its
-/// packs did not would be a broken blob), at one directory sync per directory rather
-/// than per file.
-async fn delete_local(local: &LocalDirs, keys: Vec<Path>) -> Result<()> {
+/// Unlinks files, two threads side by side, and notes the directories they were in;
+/// [`sync_dirs`] makes the deletions durable later, once per directory for a whole batch
+/// of batches rather than once per file.
+async fn delete_local(
+    local: &LocalDirs,
+    keys: Vec<Path>,
+    pending: &mut std::collections::HashSet<PathBuf>,
+) -> Result<()> {
     let files: Vec<PathBuf> = keys
         .iter()
         .map(|k| local.fs.path_to_filesystem(k).map_err(backend_err(k)))
@@ -132,15 +134,21 @@ async fn delete_local(local: &LocalDirs, keys: Vec<Path>) -> Result<()> {
             })
         })
         .collect();
-    let mut dirs = std::collections::HashSet::new();
     for t in tasks {
-        dirs.extend(t.await??);
+        pending.extend(t.await??);
     }
+    Ok(())
+}
+
+/// Syncs directories whose entries were removed.
+pub(crate) async fn sync_dirs(dirs: std::collections::HashSet<PathBuf>) -> Result<()> {
     tokio::task::spawn_blocking(move || {
         for d in dirs {
-            std::fs::File::open(&d)
-                .and_then(|f| f.sync_all())
-                .map_err(|e| Error::io(&d, e))?;
+            match std::fs::File::open(&d).and_then(|f| f.sync_all()) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::io(&d, e)),
+            }
         }
         Ok(())
     })
@@ -457,10 +465,15 @@ impl Backend {
     }
 
     /// Deletes many objects; absent ones are not an error. On S3 this is one request per
-    /// thousand keys.
-    pub(crate) async fn delete_many(&self, keys: Vec<Path>) -> Result<()> {
+    /// thousand keys; on local disk the deletions are durable only once the directories
+    /// added to `pending` are synced ([`sync_dirs`]).
+    pub(crate) async fn delete_many(
+        &self,
+        keys: Vec<Path>,
+        pending: &mut std::collections::HashSet<PathBuf>,
+    ) -> Result<()> {
         if let Some(local) = &self.local {
-            return delete_local(local, keys).await;
+            return delete_local(local, keys, pending).await;
         }
         let first = keys.first().map(|k| k.to_string()).unwrap_or_default();
         let mut results = self

@@ -54,6 +54,10 @@ pub struct PackInfo {
     pub size: u64,
 }
 
+/// Deletions not yet durable on local disk: the directories to sync.
+#[derive(Debug, Default)]
+pub struct PendingDeletes(std::collections::HashSet<std::path::PathBuf>);
+
 /// An upload session in a listing.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SessionInfo {
@@ -262,10 +266,12 @@ impl Store {
     }
 
     /// Deletes objects the collector found dead, in as few requests as the backend
-    /// allows (upload sessions one by one: their segments must be listed).
+    /// allows (upload sessions one by one: their segments must be listed). On local disk
+    /// they are durable once `pending` is passed to [`Store::sync_deletes`].
     pub async fn delete_collected_many(
         &self,
         objects: &[(ObjectRef, Option<Digest>)],
+        pending: &mut PendingDeletes,
     ) -> Result<()> {
         let mut keys = Vec::new();
         for (r, subject) in objects {
@@ -282,7 +288,13 @@ impl Store {
                 ObjectRef::Upload(_) => self.delete_collected(r, None).await?,
             }
         }
-        self.inner.backend.delete_many(keys).await
+        self.inner.backend.delete_many(keys, &mut pending.0).await
+    }
+
+    /// Makes the deletions noted in `pending` durable (a collector does it before
+    /// deleting what the deleted objects named).
+    pub async fn sync_deletes(&self, pending: PendingDeletes) -> Result<()> {
+        crate::backend::sync_dirs(pending.0).await
     }
 
     /// Deletes one object the collector found dead. A manifest takes its referrer
