@@ -812,7 +812,7 @@ fn run_backend(ctx: &mut Ctx, backend: Backend, rounds: usize, quick: bool) -> R
         "rounds": rounds,
         "quick": quick,
         "sizes": ctx.sizes.to_json(),
-        "distribution_version": distribution_version(),
+        "distribution_version": procs::distribution_version(),
         "seconds": started.elapsed().as_secs_f64(),
         "summary": rows,
         "samples": samples,
@@ -821,14 +821,6 @@ fn run_backend(ctx: &mut Ctx, backend: Backend, rounds: usize, quick: bool) -> R
     std::fs::write(&path, serde_json::to_string_pretty(&doc)?)?;
     eprintln!("wrote {}", path.display());
     Ok(())
-}
-
-fn distribution_version() -> Option<String> {
-    let out = Command::new(procs::DISTRIBUTION)
-        .arg("--version")
-        .output()
-        .ok()?;
-    Some(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
 fn main() -> Result<()> {

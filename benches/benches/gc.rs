@@ -796,7 +796,7 @@ fn run_backend(ctx: &Ctx, backend: Backend, scale: f64) -> Result<Value> {
         "quick": ctx.quick,
         "params": params,
         "expected": expected,
-        "distribution_version": distribution_version(),
+        "distribution_version": procs::distribution_version(),
         "fill": {"stowage": st_fill, "distribution": di_fill},
         "distribution": {
             "wall_seconds": di_run.seconds, "peak_rss_kib": di_run.peak_rss_kib,
@@ -992,14 +992,6 @@ impl Summary<'_> {
             }
         }
     }
-}
-
-fn distribution_version() -> Option<String> {
-    let out = Command::new(procs::DISTRIBUTION)
-        .arg("--version")
-        .output()
-        .ok()?;
-    Some(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
 fn main() -> Result<()> {

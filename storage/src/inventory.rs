@@ -266,7 +266,8 @@ impl Store {
     }
 
     /// Deletes objects the collector found dead, in as few requests as the backend
-    /// allows (upload sessions one by one: their segments must be listed). On local disk
+    /// allows (upload sessions one by one: their segments must be listed). A manifest
+    /// takes its referrer record (`subject`) with it. On local disk
     /// they are durable once `pending` is passed to [`Store::sync_deletes`].
     pub async fn delete_collected_many(
         &self,
@@ -285,7 +286,8 @@ impl Store {
                 ObjectRef::BlobLink(repo, d) => keys.push(layout::blob_link(repo, d)),
                 ObjectRef::Recipe(d) => keys.push(layout::recipe(d)),
                 ObjectRef::Pack(p) => keys.push(layout::pack(p)),
-                ObjectRef::Upload(_) => self.delete_collected(r, None).await?,
+                // The state first, then the segments, as a cancelled session goes.
+                ObjectRef::Upload(id) => self.remove_session(id).await?,
             }
         }
         self.inner.backend.delete_many(keys, &mut pending.0).await
@@ -295,88 +297,5 @@ impl Store {
     /// deleting what the deleted objects named).
     pub async fn sync_deletes(&self, pending: PendingDeletes) -> Result<()> {
         crate::backend::sync_dirs(pending.0).await
-    }
-
-    /// Deletes one object the collector found dead. A manifest takes its referrer
-    /// record (`subject`) with it; an upload session its state first, then its segments.
-    pub async fn delete_collected(&self, r: &ObjectRef, subject: Option<&Digest>) -> Result<()> {
-        let backend = &self.inner.backend;
-        match r {
-            ObjectRef::Manifest(repo, d) => {
-                backend.delete(&layout::manifest_link(repo, d)).await?;
-                if let Some(s) = subject {
-                    backend.delete(&layout::referrer(repo, s, d)).await?;
-                }
-                Ok(())
-            }
-            ObjectRef::BlobLink(repo, d) => backend.delete(&layout::blob_link(repo, d)).await,
-            ObjectRef::Recipe(d) => backend.delete(&layout::recipe(d)).await,
-            ObjectRef::Pack(p) => backend.delete(&layout::pack(p)).await,
-            ObjectRef::Upload(id) => {
-                backend.delete_swapped(&layout::upload_state(id)).await?;
-                for m in backend.list_all(&layout::upload_prefix(id)).await? {
-                    backend.delete(&m.location).await?;
-                }
-                Ok(())
-            }
-        }
-    }
-}
-
-impl crate::Repository {
-    /// Everything under this repository, from one listing (nested repositories are
-    /// not included: their keys are below a name without `_`).
-    pub async fn inventory(&self) -> Result<RepoInventory> {
-        let prefix = layout::repo_prefix(self.name());
-        let depth = prefix.parts().count();
-        let listed = self.store().inner.backend.list_all(&prefix).await?;
-        let mut inv = RepoInventory::default();
-        for m in listed {
-            let parts: Vec<_> = m.location.parts().skip(depth).collect();
-            let modified = m.last_modified;
-            let size = m.size;
-            match parts.first().map(|p| p.as_ref()) {
-                Some("_tags") => {
-                    if let Some(t) = layout::parse_tag(&m.location) {
-                        inv.tags.push(Listed {
-                            item: t,
-                            modified,
-                            size,
-                        });
-                    }
-                }
-                Some("_manifests") if parts.len() == 3 => {
-                    if let Some(d) = layout::parse_link(&m.location) {
-                        inv.manifests.push(Listed {
-                            item: d,
-                            modified,
-                            size,
-                        });
-                    }
-                }
-                Some("_blobs") if parts.len() == 3 => {
-                    if let Some(d) = layout::parse_link(&m.location) {
-                        inv.blob_links.push(Listed {
-                            item: d,
-                            modified,
-                            size,
-                        });
-                    }
-                }
-                Some("_referrers") if parts.len() == 4 => {
-                    let subject =
-                        Digest::parse(&format!("{}:{}", parts[1].as_ref(), parts[2].as_ref()));
-                    if let (Ok(s), Some(r)) = (subject, layout::parse_referrer(&m.location)) {
-                        inv.referrers.push(Listed {
-                            item: (s, r),
-                            modified,
-                            size,
-                        });
-                    }
-                }
-                _ => {}
-            }
-        }
-        Ok(inv)
     }
 }

@@ -123,10 +123,6 @@ pub(crate) fn parse_upload_object(path: &Path) -> Option<(UploadId, UploadObject
     Some((id, object))
 }
 
-pub(crate) fn repo_prefix(repo: &RepoName) -> Path {
-    Path::from(format!("repos/{repo}"))
-}
-
 fn repo_key(repo: &RepoName, rest: &str) -> Path {
     Path::from(format!("repos/{repo}/{rest}"))
 }

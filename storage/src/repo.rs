@@ -134,10 +134,6 @@ impl Repository {
             .is_some())
     }
 
-    pub(crate) fn store(&self) -> &Store {
-        &self.store
-    }
-
     fn backend(&self) -> &crate::backend::Backend {
         &self.store.inner.backend
     }

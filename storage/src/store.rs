@@ -729,7 +729,7 @@ impl Store {
         self.remove_session(id).await
     }
 
-    async fn remove_session(&self, id: &UploadId) -> Result<()> {
+    pub(crate) async fn remove_session(&self, id: &UploadId) -> Result<()> {
         let backend = &self.inner.backend;
         // The state goes first: once it is gone no append can commit, and leftover
         // segments are unreachable.

@@ -150,9 +150,14 @@ async fn protocol(kind: Kind) {
         "recreated a sealed blob while the run could delete it"
     );
     run.set_phase(Phase::Deleting).await.unwrap();
-    for r in sealed.iter() {
-        t.store.delete_collected(r, None).await.unwrap();
-    }
+    let swept: Vec<(ObjectRef, Option<Digest>)> =
+        sealed.iter().map(|r| (r.clone(), None)).collect();
+    let mut pending = stowage_storage::PendingDeletes::default();
+    t.store
+        .delete_collected_many(&swept, &mut pending)
+        .await
+        .unwrap();
+    t.store.sync_deletes(pending).await.unwrap();
     run.set_phase(Phase::Done).await.unwrap();
     tokio::time::timeout(Duration::from_secs(10), push)
         .await

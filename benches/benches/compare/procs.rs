@@ -297,6 +297,12 @@ pub const DISTRIBUTION_S3_ROOT: &str = "distribution";
 /// Distribution's binary, from Debian's `docker-registry`.
 pub const DISTRIBUTION: &str = "/usr/bin/docker-registry";
 
+/// What `docker-registry --version` says, for the record of a run.
+pub fn distribution_version() -> Option<String> {
+    let out = Command::new(DISTRIBUTION).arg("--version").output().ok()?;
+    Some(String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
 /// Installs Debian's `docker-registry` if its binary is missing.
 pub fn ensure_distribution() -> Result<()> {
     if Path::new(DISTRIBUTION).exists() {
