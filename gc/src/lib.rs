@@ -111,6 +111,9 @@ pub struct Report {
     pub uploads: Counts,
     /// Candidates a re-mark or a writer's rescue kept.
     pub rescued: u64,
+    /// Writing processes found present after each published step (the run waits out a
+    /// step only when some are).
+    pub writers: Vec<u64>,
     /// Bytes freed: packs and recipes deleted.
     pub reclaimed_bytes: u64,
     /// Seconds per phase, in order.
@@ -255,7 +258,7 @@ async fn drive(
     let wait = collection::REFRESH + options.write_deadline;
     progress.phase("propose", None);
     run.lock().await.propose(&candidates).await?;
-    tokio::time::sleep(wait).await;
+    settle(run, wait, report).await?;
     timer.lap("propose");
 
     // Re-mark from what was written since the run began (a write that started before
@@ -279,7 +282,7 @@ async fn drive(
     let sealed = without_live(candidates, &live);
     progress.phase("seal", None);
     run.lock().await.seal(&sealed).await?;
-    tokio::time::sleep(wait).await;
+    settle(run, wait, report).await?;
     timer.lap("remark and seal");
 
     // Writers that checked before they saw the seal have rescued what they reused.
@@ -295,6 +298,22 @@ async fn drive(
     .await?;
     timer.lap("sweep");
     run.lock().await.remove_old_runs().await?;
+    Ok(())
+}
+
+/// Lets a published step reach every writer: waits `wait` (a view's age plus the write
+/// deadline) unless no writing process is present, in which case none can hold an older
+/// view and any that starts later reads the step first.
+async fn settle(
+    run: &tokio::sync::Mutex<Run>,
+    wait: Duration,
+    report: &mut Report,
+) -> Result<(), GcError> {
+    let writers = run.lock().await.live_writers().await?;
+    report.writers.push(writers as u64);
+    if writers > 0 {
+        tokio::time::sleep(wait).await;
+    }
     Ok(())
 }
 

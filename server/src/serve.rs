@@ -16,7 +16,7 @@ use crate::config::ServeConfig;
 pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
     let store = Store::open(config.store.clone()).await?;
     spawn_store_refresh(store.clone());
-    let mut state = AppState::new(store);
+    let mut state = AppState::new(store.clone());
     state.allow_sparse = config.allow_sparse_manifests;
     state.max_manifest_bytes = config.max_manifest_bytes;
     state.max_blob_bytes = config.max_blob_bytes;
@@ -94,6 +94,10 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
                 .serve(service)
                 .await?
         }
+    }
+    // Every request has finished: collectors need not wait for this process any more.
+    if let Err(e) = store.retire_writer().await {
+        tracing::warn!(error = %e, "could not remove this process's presence record");
     }
     tracing::info!("stowage stopped");
     Ok(())

@@ -17,6 +17,12 @@
 //! Writers check at commit time with a view of the collector's state that is never older
 //! than [`REFRESH`]; the collector waits [`REFRESH`] plus its write deadline between steps.
 //! A run whose heartbeat stops for [`LEASE`] is abandoned, and writers stop honouring it.
+//!
+//! Every writing process keeps a *presence* record (`gc/writers/<id>`) no older than
+//! [`PRESENCE_MAX_AGE`] whenever it checks a commit. A collector that finds no presence
+//! younger than [`LEASE`] right after publishing a step skips that step's wait: no write
+//! checked against an older view can still land, and any later writer registers first and
+//! then reads the step.
 
 use std::collections::HashSet;
 use std::fmt;
@@ -42,6 +48,13 @@ pub const REFRESH: Duration = Duration::from_secs(2);
 pub const LEASE: Duration = Duration::from_secs(60);
 /// How often a running collector renews its heartbeat.
 pub const HEARTBEAT: Duration = Duration::from_secs(5);
+/// How often a writing process renews its presence record.
+pub const PRESENCE_RENEW: Duration = HEARTBEAT;
+/// A writer never checks a commit under a presence record older than this; past it, it
+/// registers afresh and reads the collector's state again. With the longest write
+/// deadline a run accepts, a write checked under a presence record lands before that
+/// record is [`LEASE`] old.
+pub const PRESENCE_MAX_AGE: Duration = Duration::from_secs(10);
 
 /// Where a collection run is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -244,6 +257,16 @@ struct ViewInner {
     /// Sweeps the dedup index has accounted for.
     index_sweeps: Option<u64>,
     guard: Guard,
+    /// When this process last checked a commit.
+    checked: Option<Instant>,
+}
+
+/// This process's presence record, written only once it writes.
+struct Presence {
+    /// The record's key; a fresh registration takes a new one.
+    key: Option<object_store::path::Path>,
+    /// When the last confirmed write of the record began.
+    written: Option<Instant>,
 }
 
 /// A writer's view of the collector, refreshed at least every [`REFRESH`] before a
@@ -253,6 +276,7 @@ pub(crate) struct CollectionView {
     index: Arc<ChunkIndex>,
     inner: Mutex<ViewInner>,
     refreshing: tokio::sync::Mutex<()>,
+    presence: tokio::sync::Mutex<Presence>,
 }
 
 impl CollectionView {
@@ -262,6 +286,10 @@ impl CollectionView {
             index,
             inner: Mutex::new(ViewInner::default()),
             refreshing: tokio::sync::Mutex::new(()),
+            presence: tokio::sync::Mutex::new(Presence {
+                key: None,
+                written: None,
+            }),
         }
     }
 
@@ -284,8 +312,11 @@ impl CollectionView {
         matches!(self.cached(), Guard::Sealed { set, .. } if set.contains(r))
     }
 
-    /// A guard no older than [`REFRESH`].
+    /// A guard no older than [`REFRESH`], for checking a commit: this process's presence
+    /// is renewed first if due.
     pub(crate) async fn current(&self) -> Result<Guard> {
+        self.lock().checked = Some(Instant::now());
+        self.ensure_present(PRESENCE_RENEW).await?;
         if let Some(g) = self.fresh() {
             return Ok(g);
         }
@@ -294,6 +325,54 @@ impl CollectionView {
             return Ok(g);
         }
         self.refresh().await
+    }
+
+    /// Renews the presence record if it is older than `due`. A registration afresh (none
+    /// yet, or one past [`PRESENCE_MAX_AGE`]) takes a new key and drops the cached state,
+    /// so the next check reads it after the record became visible.
+    async fn ensure_present(&self, due: Duration) -> Result<()> {
+        let mut presence = self.presence.lock().await;
+        let age = presence.written.map(|t| t.elapsed());
+        if age.is_some_and(|a| a < due) {
+            return Ok(());
+        }
+        let afresh = age.is_none_or(|a| a >= PRESENCE_MAX_AGE);
+        let key = match &presence.key {
+            Some(key) if !afresh => key.clone(),
+            _ => layout::writer(&uuid::Uuid::now_v7().simple().to_string()),
+        };
+        presence.key = Some(key.clone());
+        let started = Instant::now();
+        let body = format!("pid {}\n", std::process::id());
+        self.backend.put(&key, Bytes::from(body)).await?;
+        presence.written = Some(started);
+        if afresh {
+            self.lock().fetched = None;
+        }
+        Ok(())
+    }
+
+    /// Renews the presence record ahead of time (servers call this in the background),
+    /// as long as this process has checked a commit within the last [`LEASE`]; an idle
+    /// process lets it lapse, and collectors stop waiting for it.
+    pub(crate) async fn renew_presence(&self) -> Result<()> {
+        let active = self.lock().checked.is_some_and(|t| t.elapsed() < LEASE);
+        if active {
+            self.ensure_present(PRESENCE_RENEW).await?;
+        }
+        Ok(())
+    }
+
+    /// Removes the presence record, so collectors stop waiting for this process. Only
+    /// once no commit of this process is in flight (a server after its last request);
+    /// a later write registers afresh.
+    pub(crate) async fn retire(&self) -> Result<()> {
+        let mut presence = self.presence.lock().await;
+        if let Some(key) = presence.key.take() {
+            presence.written = None;
+            self.backend.delete(&key).await?;
+        }
+        Ok(())
     }
 
     fn fresh(&self) -> Option<Guard> {
@@ -689,6 +768,26 @@ impl Run {
         let mut next = self.state.clone();
         next.phase = phase;
         self.write(next).await
+    }
+
+    /// How many writing processes have renewed their presence within [`LEASE`] of the
+    /// backend's clock now. Call it after publishing a step: none means no write checked
+    /// against an earlier view can still land, so the step's wait can be skipped.
+    /// Records long dead are removed.
+    pub async fn live_writers(&self) -> Result<usize> {
+        let backend = &self.store.inner.backend;
+        let now = self.store.backend_now().await?;
+        let lease = chrono::Duration::from_std(LEASE).unwrap_or(chrono::Duration::MAX);
+        let mut live = 0;
+        for m in backend.list_all(&layout::writers_prefix()).await? {
+            if m.last_modified > now - lease {
+                live += 1;
+            } else if m.last_modified < now - lease * 10 {
+                // Its writer re-registers under a new key if it ever writes again.
+                backend.delete(&m.location).await?;
+            }
+        }
+        Ok(live)
     }
 
     /// Every object writers have rescued from this run so far.

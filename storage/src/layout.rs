@@ -17,6 +17,7 @@
 //! gc/runs/<run>/candidates                            what a run proposes to delete
 //! gc/runs/<run>/sealed                                what it will delete
 //! gc/runs/<run>/rescues/<nonce>                       objects a writer reused meanwhile
+//! gc/writers/<id>                                     a writing process's presence, renewed
 //! ```
 //!
 //! Repository path components cannot start with `_`, so the `_blobs`-style markers never
@@ -311,6 +312,14 @@ pub(crate) fn run_rescues_prefix(run: &str) -> Path {
 
 pub(crate) fn run_rescue(run: &str, nonce: &str) -> Path {
     Path::from(format!("gc/runs/{run}/rescues/{nonce}"))
+}
+
+pub(crate) fn writer(id: &str) -> Path {
+    Path::from(format!("gc/writers/{id}"))
+}
+
+pub(crate) fn writers_prefix() -> Path {
+    Path::from("gc/writers")
 }
 
 pub(crate) fn runs_prefix() -> Path {

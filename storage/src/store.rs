@@ -246,9 +246,17 @@ impl Store {
     }
 
     /// Reads the garbage collector's state now (servers also call this periodically, so
-    /// sealed content disappears from existence checks promptly).
+    /// sealed content disappears from existence checks promptly) and renews this
+    /// process's presence record if it is writing.
     pub async fn refresh_collection_view(&self) -> Result<()> {
-        self.inner.collection.refresh().await.map(drop)
+        self.inner.collection.refresh().await?;
+        self.inner.collection.renew_presence().await
+    }
+
+    /// Tells collectors this process has stopped writing (they need not wait for it). Call
+    /// it only when no write of this process is in flight; writing later is still safe.
+    pub async fn retire_writer(&self) -> Result<()> {
+        self.inner.collection.retire().await
     }
 
     /// The garbage collector's run and phase as this process last saw them.

@@ -218,3 +218,62 @@ async fn a_second_collector_is_refused_while_the_first_beats() {
     run.lock().await.set_phase(Phase::Done).await.unwrap();
     Run::begin(&t.store, "third").await.unwrap();
 }
+
+/// Presence: a store that has only read is not a writer, so a run may skip its waits; a
+/// process that writes for the first time registers and reads the collector's state
+/// afresh, so its first commit rescues what a run proposed before it registered, even
+/// though its cached view (from before the proposal) was still young.
+async fn presence(kind: Kind) {
+    let t = kit::open_small(kind).await;
+    let r = RepoName::parse("presence/app").unwrap();
+    let m = manifest_naming(&[&Digest::sha256(b"config")]);
+    let md = Digest::sha256(&m);
+    let refs = References {
+        blobs: vec![],
+        manifests: vec![],
+        required: false,
+    };
+    t.store
+        .repository(&r)
+        .put_manifest(&md, OCI_MANIFEST, Bytes::from(m), None, &refs)
+        .await
+        .unwrap();
+    // The writer opens (and so reads the state) before the run proposes.
+    let writer = t.reopen().await;
+    assert!(writer.repository(&r).manifest(&md).await.unwrap().is_some());
+    let mut run = Run::begin(&t.reopen().await, "test").await.unwrap();
+    let proposed: ObjectSet = [ObjectRef::Manifest(r.clone(), md.clone())]
+        .into_iter()
+        .collect();
+    run.propose(&proposed).await.unwrap();
+    // Only `t.store` has written; the writer and the collector's store have only read.
+    assert_eq!(run.live_writers().await.unwrap(), 1);
+    // Tagging the proposed manifest: the writer's first commit check registers it, reads
+    // the proposal and rescues the manifest.
+    writer
+        .repository(&r)
+        .set_tag(&"v1".parse().unwrap(), &md)
+        .await
+        .unwrap();
+    assert_eq!(run.live_writers().await.unwrap(), 2);
+    let rescued = run.rescues().await.unwrap();
+    assert!(
+        rescued.contains(&ObjectRef::Manifest(r.clone(), md.clone())),
+        "{rescued:?}"
+    );
+    // Retired (a server shut down): no longer waited for.
+    t.store.retire_writer().await.unwrap();
+    writer.retire_writer().await.unwrap();
+    assert_eq!(run.live_writers().await.unwrap(), 0);
+    run.set_phase(Phase::Done).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writers_register_before_they_check_on_local_disk() {
+    presence(Kind::Local).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writers_register_before_they_check_on_s3() {
+    presence(Kind::S3).await;
+}

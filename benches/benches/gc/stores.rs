@@ -139,6 +139,8 @@ pub async fn fill_stowage(params: &Params, pool: &Pool, options: StoreOptions) -
         blobs += n;
         bytes += b;
     }
+    // Like a server shut down: the collections measured next find no writer to wait for.
+    store.retire_writer().await?;
     Ok(Filled {
         seconds: start.elapsed().as_secs_f64(),
         blobs,
