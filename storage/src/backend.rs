@@ -103,6 +103,9 @@ pub(crate) enum Version {
 /// Unlinks files, two threads side by side, and notes the directories they were in;
 /// [`sync_dirs`] makes the deletions durable later, once per directory for a whole batch
 /// of batches rather than once per file.
+/// Unlinks in flight at once when deleting many local files.
+const UNLINK_THREADS: usize = 16;
+
 async fn delete_local(
     local: &LocalDirs,
     keys: Vec<Path>,
@@ -112,8 +115,10 @@ async fn delete_local(
         .iter()
         .map(|k| local.fs.path_to_filesystem(k).map_err(backend_err(k)))
         .collect::<Result<_>>()?;
-    let half = files.len().div_ceil(2).max(1);
-    let parts: Vec<Vec<PathBuf>> = files.chunks(half).map(<[PathBuf]>::to_vec).collect();
+    // An unlink waits on the file system's journal (and on discard, where mounted so)
+    // far more than on a core: many in flight at once go several times faster.
+    let part = files.len().div_ceil(UNLINK_THREADS).max(64);
+    let parts: Vec<Vec<PathBuf>> = files.chunks(part).map(<[PathBuf]>::to_vec).collect();
     let tasks: Vec<_> = parts
         .into_iter()
         .map(|part| {
