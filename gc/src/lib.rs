@@ -10,17 +10,17 @@
 mod mark;
 pub mod policy;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use futures::{StreamExt, TryStreamExt};
 use serde::Serialize;
-use stowage_storage::collection::{self, ObjectRef, ObjectSet, Phase, Run, RunError};
-use stowage_storage::{Digest, Error, Store};
+use stowage_storage::collection::{self, ObjectRef, Phase, Run, RunError, SetKind};
+use stowage_storage::{Digest, Error, RepoName, Store};
 
-use crate::mark::{Live, Snapshot};
+use crate::mark::{Additions, Ctx, Examined, Sink};
 pub use crate::policy::{Policy, Rules, parse_duration};
 
 /// How a run behaves.
@@ -156,7 +156,6 @@ pub async fn collect(
     options: &Options,
     progress: &dyn Progress,
 ) -> Result<Report, GcError> {
-    let c = options.concurrency.max(1);
     let longest = collection::LEASE - collection::REFRESH - 3 * collection::HEARTBEAT;
     if options.write_deadline > longest {
         return Err(GcError::Options(format!(
@@ -173,10 +172,12 @@ pub async fn collect(
         ..Report::default()
     };
     if options.dry_run {
-        let now = Utc::now();
-        let (snap, live) = first_mark(store, options, now, progress, &mut timer).await?;
-        let cands = mark::candidates(&snap, &live, now, options.grace, options.upload_expiry);
-        fill_report(&mut report, &snap, &cands);
+        // Writes nothing, so not even the backend's clock: the host's.
+        let ctx = context(store, options, Utc::now(), progress);
+        let mut sink = Sink::new(None);
+        let examined = mark::first_mark(&ctx, &mut sink).await?;
+        timer.lap("mark");
+        fill_report(&mut report, &examined, &sink);
         report.phases = timer.phases;
         return Ok(report);
     }
@@ -195,7 +196,7 @@ pub async fn collect(
             }
         }
     });
-    let result = drive(store, options, c, &run, &mut report, progress, &mut timer).await;
+    let result = drive(store, options, &run, &mut report, progress, &mut timer).await;
     beat.abort();
     let mut run = run.lock().await;
     report.run = Some(run.id().to_owned());
@@ -216,48 +217,41 @@ pub async fn collect(
     }
 }
 
-async fn first_mark(
-    store: &Store,
-    options: &Options,
+fn context<'a>(
+    store: &'a Store,
+    options: &'a Options,
     now: DateTime<Utc>,
-    progress: &dyn Progress,
-    timer: &mut Timer,
-) -> Result<(Snapshot, Live), GcError> {
-    let c = options.concurrency.max(1);
-    let snap = Snapshot::take(store, &options.policy, true, progress).await?;
-    timer.lap("list");
-    let roots = mark::roots(
+    progress: &'a dyn Progress,
+) -> Ctx<'a> {
+    Ctx {
         store,
-        &snap,
+        policy: &options.policy,
         now,
-        options.grace,
-        options.upload_expiry,
-        None,
-        c,
-    )
-    .await?;
-    let mut live = Live::default();
-    mark::mark(store, &snap, &mut live, roots, c, progress).await?;
-    timer.lap("mark");
-    Ok((snap, live))
+        grace: options.grace,
+        upload_expiry: options.upload_expiry,
+        concurrency: options.concurrency.max(1),
+        progress,
+    }
 }
 
 async fn drive(
     store: &Store,
     options: &Options,
-    c: usize,
     run: &tokio::sync::Mutex<Run>,
     report: &mut Report,
     progress: &dyn Progress,
     timer: &mut Timer,
 ) -> Result<(), GcError> {
     let started = store.backend_now().await?;
-    let (snap, mut live) = first_mark(store, options, started, progress, timer).await?;
-    let candidates = mark::candidates(&snap, &live, started, options.grace, options.upload_expiry);
-    let proposed = candidates.len();
+    let ctx = context(store, options, started, progress);
+    let mut sink = Sink::new(Some(run.lock().await.set_writer(SetKind::Candidates)));
+    let examined = mark::first_mark(&ctx, &mut sink).await?;
+    let proposed = sink.count();
+    let parts = sink.finish().await?;
+    timer.lap("mark");
     let wait = collection::REFRESH + options.write_deadline;
     progress.phase("propose", None);
-    run.lock().await.propose(&candidates).await?;
+    run.lock().await.propose_parts(parts).await?;
     settle(run, wait, report).await?;
     timer.lap("propose");
 
@@ -265,37 +259,32 @@ async fn drive(
     // may land up to the write deadline later, with an earlier time) and from rescues.
     let since = started
         - chrono::Duration::from_std(options.write_deadline).unwrap_or(chrono::Duration::zero());
-    let snap2 = Snapshot::take(store, &options.policy, false, progress).await?;
-    let mut roots = mark::roots(
-        store,
-        &snap2,
-        started,
-        options.grace,
-        options.upload_expiry,
-        Some(since),
-        c,
-    )
-    .await?;
-    roots.extend(run.lock().await.rescues().await?.iter().cloned());
-    mark::mark(store, &snap2, &mut live, roots, c, progress).await?;
-    // Filtered in place: the sets are the run's largest structures.
-    let sealed = without_live(candidates, &live);
-    progress.phase("seal", None);
-    run.lock().await.seal(&sealed).await?;
+    let mut added = Additions::default();
+    let rescued = run.lock().await.rescues().await?;
+    mark::remark(&ctx, Some(since), &rescued, &mut added).await?;
+    progress.phase("seal", Some(u64::from(parts)));
+    let mut sealed = run.lock().await.set_writer(SetKind::Sealed);
+    for n in 0..parts {
+        let lines = run.lock().await.read_part(SetKind::Candidates, n).await?;
+        for (r, note) in lines {
+            if !added.contains(&r) {
+                sealed.push(&r, &note).await?;
+            }
+        }
+        progress.advance(1);
+    }
+    let sealed_parts = sealed.finish().await?;
+    run.lock().await.seal_parts(sealed_parts).await?;
     settle(run, wait, report).await?;
     timer.lap("remark and seal");
 
     // Writers that checked before they saw the seal have rescued what they reused.
-    let rescues: Vec<ObjectRef> = run.lock().await.rescues().await?.iter().cloned().collect();
-    mark::mark(store, &snap2, &mut live, rescues, c, progress).await?;
-    let doomed = without_live(sealed, &live);
-    report.rescued = (proposed - doomed.len()) as u64;
+    let rescued = run.lock().await.rescues().await?;
+    mark::remark(&ctx, None, &rescued, &mut added).await?;
     run.lock().await.set_phase(Phase::Deleting).await?;
-    fill_report(report, &snap, &doomed);
-    sweep(
-        store, options, run, &snap, &snap2, &doomed, report, progress,
-    )
-    .await?;
+    let deleted = sweep(store, options, run, sealed_parts, &added, report, progress).await?;
+    fill_report(report, &examined, &deleted);
+    report.rescued = proposed.saturating_sub(deleted.count());
     timer.lap("sweep");
     run.lock().await.remove_old_runs().await?;
     Ok(())
@@ -317,38 +306,15 @@ async fn settle(
     Ok(())
 }
 
-/// `set` less everything marked live.
-fn without_live(mut set: ObjectSet, live: &Live) -> ObjectSet {
-    let found: Vec<ObjectRef> = set.iter().filter(|r| live.contains(r)).cloned().collect();
-    for r in &found {
-        set.remove(r);
-    }
-    set
-}
-
-fn fill_report(report: &mut Report, snap: &Snapshot, doomed: &ObjectSet) {
-    report.repositories = snap.repos.len() as u64;
-    report.tags = snap.tag_count() as u64;
-    report.manifests.examined = snap.manifest_count() as u64;
-    report.blob_links.examined = snap.link_count() as u64;
-    report.blobs.examined = snap.recipes.len() as u64;
-    report.packs.examined = snap.packs.len() as u64;
-    report.uploads.examined = snap.sessions.len() as u64;
-    for r in doomed.iter() {
-        match r {
-            ObjectRef::Manifest(..) => report.manifests.deleted += 1,
-            ObjectRef::BlobLink(..) => report.blob_links.deleted += 1,
-            ObjectRef::Recipe(d) => {
-                report.blobs.deleted += 1;
-                report.blobs.deleted_bytes += snap.recipes.get(d).map_or(0, |(_, s)| *s);
-            }
-            ObjectRef::Pack(p) => {
-                report.packs.deleted += 1;
-                report.packs.deleted_bytes += snap.packs.get(p).map_or(0, |(_, s)| *s);
-            }
-            ObjectRef::Upload(_) => report.uploads.deleted += 1,
-        }
-    }
+fn fill_report(report: &mut Report, examined: &Examined, dead: &Sink) {
+    report.repositories = examined.repositories;
+    report.tags = examined.tags;
+    report.manifests.examined = examined.manifests;
+    report.blob_links.examined = examined.blob_links;
+    report.blobs.examined = examined.blobs;
+    report.packs.examined = examined.packs;
+    report.uploads.examined = examined.uploads;
+    dead.fill(report);
     for c in [
         &mut report.manifests,
         &mut report.blob_links,
@@ -361,19 +327,19 @@ fn fill_report(report: &mut Report, snap: &Snapshot, doomed: &ObjectSet) {
     report.reclaimed_bytes = report.blobs.deleted_bytes + report.packs.deleted_bytes;
 }
 
-/// Deletes in dependency order: manifests (then the tag history naming them), blob links,
-/// recipes, upload sessions, packs. The lease is checked before every batch.
-#[allow(clippy::too_many_arguments)]
+/// Deletes the sealed set less what was rescued, in dependency order: manifests (then
+/// the tag history naming them), blob links, recipes, upload sessions, packs; each
+/// kind's pass reads the published parts again, so nothing is held but a batch. The
+/// lease is checked before every batch. Returns what was deleted.
 async fn sweep(
     store: &Store,
     options: &Options,
     run: &tokio::sync::Mutex<Run>,
-    snap: &Snapshot,
-    snap2: &Snapshot,
-    doomed: &ObjectSet,
+    parts: u32,
+    added: &Additions,
     report: &mut Report,
     progress: &dyn Progress,
-) -> Result<(), GcError> {
+) -> Result<Sink, GcError> {
     let rank = |r: &ObjectRef| match r {
         ObjectRef::Manifest(..) => 0,
         ObjectRef::BlobLink(..) => 1,
@@ -381,63 +347,77 @@ async fn sweep(
         ObjectRef::Upload(_) => 3,
         ObjectRef::Pack(_) => 4,
     };
-    let mut by_rank: BTreeMap<u8, Vec<&ObjectRef>> = BTreeMap::new();
-    for r in doomed.iter() {
-        by_rank.entry(rank(r)).or_default().push(r);
-    }
-    let subject = |r: &ObjectRef| -> Option<Digest> {
-        let ObjectRef::Manifest(repo, d) = r else {
-            return None;
-        };
-        [snap, snap2]
-            .iter()
-            .find_map(|s| s.repos.get(repo)?.subject_of.get(d).cloned())
-    };
-    progress.phase("delete", Some(doomed.len() as u64));
-    for (rank, objects) in by_rank {
+    let mut deleted = Sink::new(None);
+    progress.phase("delete", None);
+    for kind in 0..5 {
         // Each kind's deletions are durable before the next kind's begin: a recipe must
         // never outlive the packs it names, even across a crash.
         let mut pending = stowage_storage::PendingDeletes::default();
-        for batch in objects.chunks(1000) {
-            run.lock().await.check_lease(options.write_deadline)?;
-            let batch: Vec<(ObjectRef, Option<Digest>)> =
-                batch.iter().map(|r| ((*r).clone(), subject(r))).collect();
-            let n = batch.len() as u64;
-            store.delete_collected_many(&batch, &mut pending).await?;
-            progress.advance(n);
+        let mut gone: HashMap<RepoName, HashSet<Digest>> = HashMap::new();
+        let mut batch: Vec<(ObjectRef, Option<Digest>)> = Vec::new();
+        for n in 0..parts {
+            let lines = run.lock().await.read_part(SetKind::Sealed, n).await?;
+            for (r, note) in lines {
+                if rank(&r) != kind || added.contains(&r) {
+                    continue;
+                }
+                let (size, subject) = mark::parse_note(&note);
+                deleted.push(&r, size, None).await?;
+                if let ObjectRef::Manifest(repo, d) = &r {
+                    gone.entry(repo.clone()).or_default().insert(d.clone());
+                }
+                batch.push((r, subject));
+                if batch.len() == DELETE_BATCH {
+                    delete_batch(store, options, run, &mut batch, &mut pending, progress).await?;
+                }
+            }
         }
+        delete_batch(store, options, run, &mut batch, &mut pending, progress).await?;
         store.sync_deletes(pending).await?;
-        if rank == 0 {
+        if kind == 0 {
             report.history_entries_removed =
-                prune_histories(store, snap2, doomed, options.concurrency).await?;
+                prune_histories(store, gone, options.concurrency).await?;
         }
     }
+    Ok(deleted)
+}
+
+/// Objects per deletion request (S3's limit for one DeleteObjects).
+const DELETE_BATCH: usize = 1000;
+
+async fn delete_batch(
+    store: &Store,
+    options: &Options,
+    run: &tokio::sync::Mutex<Run>,
+    batch: &mut Vec<(ObjectRef, Option<Digest>)>,
+    pending: &mut stowage_storage::PendingDeletes,
+    progress: &dyn Progress,
+) -> Result<(), GcError> {
+    if batch.is_empty() {
+        return Ok(());
+    }
+    run.lock().await.check_lease(options.write_deadline)?;
+    store.delete_collected_many(batch, pending).await?;
+    progress.advance(batch.len() as u64);
+    batch.clear();
     Ok(())
 }
 
 /// Removes deleted manifests from the histories of the tags that named them.
 async fn prune_histories(
     store: &Store,
-    snap: &Snapshot,
-    doomed: &ObjectSet,
+    gone: HashMap<RepoName, HashSet<Digest>>,
     concurrency: usize,
 ) -> Result<u64, Error> {
-    let mut gone: HashMap<stowage_storage::RepoName, Arc<HashSet<Digest>>> = HashMap::new();
-    for r in doomed.iter() {
-        if let ObjectRef::Manifest(repo, d) = r {
-            Arc::make_mut(gone.entry(repo.clone()).or_default()).insert(d.clone());
-        }
-    }
-    let mut work = Vec::new();
-    for r in snap.repos.values() {
-        if let Some(g) = gone.get(&r.name) {
-            for t in &r.tags {
-                work.push((r.name.clone(), t.item.clone(), g.clone()));
+    let removed: Vec<usize> = futures::stream::iter(gone)
+        .map(|(repo, digests)| async move {
+            let r = store.repository(&repo);
+            let mut n = 0;
+            for tag in r.tags().await? {
+                n += r.prune_history(&tag, &digests).await?;
             }
-        }
-    }
-    let removed: Vec<usize> = futures::stream::iter(work)
-        .map(|(repo, tag, g)| async move { store.repository(&repo).prune_history(&tag, &g).await })
+            Ok::<_, Error>(n)
+        })
         .buffer_unordered(concurrency.max(1))
         .try_collect()
         .await?;

@@ -1,221 +1,120 @@
-//! Marking: a snapshot of the store from listings, the roots a policy names in it, and
-//! the closure from roots to everything they keep (children of indexes, referrers of
-//! live subjects, configs and layers, recipes, packs).
+//! Marking, streamed so that memory grows with what is live, not with the store: one
+//! namespace's listing at a time, marked repository by repository (a manifest's children,
+//! referrers, config and layers are all in its own repository); the blobs found live are
+//! kept as 32-byte keys, sorted once; then recipes shard by shard and packs as the listing
+//! streams, each checked against the live keys. Dead objects go straight out to a
+//! [`Sink`] (the run's published candidates), never into a set in memory.
+//!
+//! A re-mark (after the proposal) and the final read of rescues mark again from what
+//! changed and what writers rescued, into [`Additions`], which are small.
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use futures::{StreamExt, TryStreamExt};
-use stowage_storage::collection::{ObjectRef, ObjectSet};
-use stowage_storage::{Digest, Error, Listed, PackId, RepoName, SessionInfo, Store, Tag, manifest};
+use stowage_storage::collection::{ObjectRef, ObjectSet, SetWriter};
+use stowage_storage::{
+    Algorithm, Digest, Error, Listed, PackId, RepoInventory, RepoName, Store, Tag, UploadId,
+    manifest,
+};
 
-use crate::Progress;
 use crate::policy::{Policy, Rules};
+use crate::{Counts, Progress, Report};
 
 /// What a manifest names: blobs, and child manifests.
 type References = (Vec<Digest>, Vec<Digest>);
 
-/// One repository as listed.
+/// Manifest reads in flight within one repository (repositories run side by side).
+const REPO_READS: usize = 4;
+/// Namespace listings in flight.
+const NAMESPACES: usize = 2;
+/// Recipe shards in flight.
+const SHARDS: usize = 2;
+
+/// A digest in 32 bytes: a SHA-256 digest's own bytes, any other the SHA-256 of its text.
+pub(crate) type Key = [u8; 32];
+
+pub(crate) fn key(d: &Digest) -> Key {
+    if d.algorithm() != Algorithm::Sha256 {
+        return key(&Digest::sha256(d.to_string().as_bytes()));
+    }
+    let mut out = [0u8; 32];
+    let hex = d.hex().as_bytes();
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = (nibble(hex[2 * i]) << 4) | nibble(hex[2 * i + 1]);
+    }
+    out
+}
+
+fn nibble(c: u8) -> u8 {
+    match c {
+        b'0'..=b'9' => c - b'0',
+        b'a'..=b'f' => c - b'a' + 10,
+        _ => 0,
+    }
+}
+
+/// Values gathered with repeats and sorted once: their own size each (a 32-byte key, a
+/// 16-byte pack id), where a hash set takes about twice that.
 #[derive(Debug)]
-pub(crate) struct RepoSnap {
-    pub(crate) name: RepoName,
-    pub(crate) rules: Rules,
-    pub(crate) tags: Vec<Listed<Tag>>,
-    pub(crate) manifests: HashMap<Digest, DateTime<Utc>>,
-    pub(crate) links: HashMap<Digest, DateTime<Utc>>,
-    /// Subject -> referrers.
-    pub(crate) referrers: HashMap<Digest, Vec<Digest>>,
-    /// Referrer -> subject, to delete a dead referrer's record.
-    pub(crate) subject_of: HashMap<Digest, Digest>,
+pub(crate) struct Sorted<T> {
+    items: Vec<T>,
 }
 
-/// The store as listed at one time.
-#[derive(Debug, Default)]
-pub(crate) struct Snapshot {
-    pub(crate) repos: HashMap<RepoName, RepoSnap>,
-    pub(crate) recipes: HashMap<Digest, (DateTime<Utc>, u64)>,
-    pub(crate) packs: HashMap<PackId, (DateTime<Utc>, u64)>,
-    pub(crate) sessions: Vec<SessionInfo>,
-}
-
-impl Snapshot {
-    /// Lists everything; packs only if `with_packs` (a re-mark does not need them).
-    pub(crate) async fn take(
-        store: &Store,
-        policy: &Policy,
-        with_packs: bool,
-        progress: &dyn Progress,
-    ) -> Result<Snapshot, Error> {
-        let names = store.all_repositories().await?;
-        progress.phase("list repositories", Some(names.len() as u64));
-        let inventories = store.repository_inventories(&names).await?;
-        progress.advance(names.len() as u64);
-        let repos: Vec<RepoSnap> = inventories
-            .into_iter()
-            .map(|(name, inv)| {
-                let mut referrers: HashMap<Digest, Vec<Digest>> = HashMap::new();
-                let mut subject_of = HashMap::new();
-                for r in inv.referrers {
-                    let (s, d) = r.item;
-                    referrers.entry(s.clone()).or_default().push(d.clone());
-                    subject_of.insert(d, s);
-                }
-                RepoSnap {
-                    rules: policy.rules_for(&name),
-                    name,
-                    tags: inv.tags,
-                    manifests: inv
-                        .manifests
-                        .into_iter()
-                        .map(|l| (l.item, l.modified))
-                        .collect(),
-                    links: inv
-                        .blob_links
-                        .into_iter()
-                        .map(|l| (l.item, l.modified))
-                        .collect(),
-                    referrers,
-                    subject_of,
-                }
-            })
-            .collect();
-        progress.phase("list blobs", None);
-        let recipes = store
-            .list_recipes()
-            .await?
-            .into_iter()
-            .map(|l| (l.item, (l.modified, l.size)))
-            .collect();
-        let packs = if with_packs {
-            progress.phase("list packs", None);
-            store
-                .list_packs()
-                .await?
-                .into_iter()
-                .map(|l| (l.item.id, (l.modified, l.size)))
-                .collect()
-        } else {
-            HashMap::new()
-        };
-        progress.phase("list uploads", None);
-        let sessions = store.list_sessions().await?;
-        Ok(Snapshot {
-            repos: repos.into_iter().map(|r| (r.name.clone(), r)).collect(),
-            recipes,
-            packs,
-            sessions,
-        })
-    }
-
-    pub(crate) fn manifest_count(&self) -> usize {
-        self.repos.values().map(|r| r.manifests.len()).sum()
-    }
-
-    pub(crate) fn link_count(&self) -> usize {
-        self.repos.values().map(|r| r.links.len()).sum()
-    }
-
-    pub(crate) fn tag_count(&self) -> usize {
-        self.repos.values().map(|r| r.tags.len()).sum()
+impl<T> Default for Sorted<T> {
+    fn default() -> Self {
+        Sorted { items: Vec::new() }
     }
 }
 
-/// Everything found live so far.
-#[derive(Debug, Default)]
-pub(crate) struct Live {
-    pub(crate) set: HashSet<ObjectRef>,
+impl<T: Ord + Copy> Sorted<T> {
+    pub(crate) fn push(&mut self, v: T) {
+        if self.items.len() == self.items.capacity() && self.items.len() >= 4096 {
+            // Full: drop repeats before growing (a shared base layer is named by
+            // thousands of manifests).
+            self.compact();
+        }
+        self.items.push(v);
+    }
+
+    fn compact(&mut self) {
+        self.items.sort_unstable();
+        self.items.dedup();
+    }
+
+    /// Sorts and drops repeats; [`Sorted::contains`] needs it.
+    pub(crate) fn freeze(&mut self) {
+        self.compact();
+        self.items.shrink_to_fit();
+    }
+
+    /// Whether `v` is in the set (after [`Sorted::freeze`]).
+    pub(crate) fn contains(&self, v: &T) -> bool {
+        self.items.binary_search(v).is_ok()
+    }
 }
 
-impl Live {
-    pub(crate) fn contains(&self, r: &ObjectRef) -> bool {
-        self.set.contains(r)
-    }
+/// What marking needs besides the store.
+pub(crate) struct Ctx<'a> {
+    pub(crate) store: &'a Store,
+    pub(crate) policy: &'a Policy,
+    /// The run's time, by the backend's clock.
+    pub(crate) now: DateTime<Utc>,
+    pub(crate) grace: Duration,
+    pub(crate) upload_expiry: Duration,
+    pub(crate) concurrency: usize,
+    pub(crate) progress: &'a dyn Progress,
 }
 
-/// Roots the policy names: kept tag revisions, manifests kept by rule or age, and every
-/// object younger than the grace period. With `changed_since`, only objects written
-/// after it, all of them (a re-mark: anything new may reuse a candidate).
-pub(crate) async fn roots(
-    store: &Store,
-    snap: &Snapshot,
-    now: DateTime<Utc>,
-    grace: Duration,
-    upload_expiry: Duration,
-    changed_since: Option<DateTime<Utc>>,
-    concurrency: usize,
-) -> Result<Vec<ObjectRef>, Error> {
-    let young = |t: &DateTime<Utc>, age: Duration| young(t, now, age);
-    let fresh = |t: &DateTime<Utc>| match changed_since {
-        Some(since) => *t > since,
-        None => young(t, grace),
-    };
-    let mut roots = Vec::new();
-    let mut tags: Vec<(RepoName, Tag, Rules)> = Vec::new();
-    for repo in snap.repos.values() {
-        let rules = repo.rules;
-        for t in &repo.tags {
-            if changed_since.is_none_or(|s| t.modified > s) {
-                tags.push((repo.name.clone(), t.item.clone(), rules));
-            }
-        }
-        for (d, modified) in &repo.manifests {
-            let by_rule = changed_since.is_none()
-                && (!rules.delete_untagged
-                    || rules.keep_younger_than.is_some_and(|k| young(modified, k)));
-            if by_rule || fresh(modified) {
-                roots.push(ObjectRef::Manifest(repo.name.clone(), d.clone()));
-            }
-        }
-        for (d, modified) in &repo.links {
-            if fresh(modified) {
-                roots.push(ObjectRef::BlobLink(repo.name.clone(), d.clone()));
-            }
-        }
+impl Ctx<'_> {
+    fn young(&self, t: &DateTime<Utc>, age: Duration) -> bool {
+        young(t, self.now, age)
     }
-    for (d, (modified, _)) in &snap.recipes {
-        if fresh(modified) {
-            roots.push(ObjectRef::Recipe(d.clone()));
-        }
+
+    fn old(&self, t: &DateTime<Utc>, age: Duration) -> bool {
+        chrono::Duration::from_std(age).is_ok_and(|a| *t <= self.now - a)
     }
-    for (p, (modified, _)) in &snap.packs {
-        if fresh(modified) {
-            roots.push(ObjectRef::Pack(*p));
-        }
-    }
-    for s in &snap.sessions {
-        let open = match changed_since {
-            Some(since) => s.modified > since,
-            None => young(&s.modified, upload_expiry),
-        };
-        if s.has_state && open {
-            roots.push(ObjectRef::Upload(s.id.clone()));
-        }
-    }
-    // Tag histories: read each tag record.
-    let kept: Vec<Vec<ObjectRef>> = futures::stream::iter(tags)
-        .map(|(repo, tag, rules)| async move {
-            let Some(record) = store.repository(&repo).tag(&tag).await? else {
-                return Ok::<_, Error>(Vec::new());
-            };
-            Ok(record
-                .history
-                .iter()
-                .enumerate()
-                .filter(|(i, e)| {
-                    *i < rules.keep_tag_revisions.max(1)
-                        || rules
-                            .keep_younger_than
-                            .is_some_and(|k| self::young(&e.created, now, k))
-                })
-                .map(|(_, e)| ObjectRef::Manifest(repo.clone(), e.digest.clone()))
-                .collect())
-        })
-        .buffer_unordered(concurrency)
-        .try_collect()
-        .await?;
-    roots.extend(kept.into_iter().flatten());
-    Ok(roots)
 }
 
 /// Whether `t` is less than `age` before `now`.
@@ -223,163 +122,562 @@ fn young(t: &DateTime<Utc>, now: DateTime<Utc>, age: Duration) -> bool {
     chrono::Duration::from_std(age).map_or(true, |a| *t > now - a)
 }
 
-/// Marks `roots` and everything they keep. Objects already live are not visited again,
-/// so marking more roots later (a re-mark, rescues) costs only what is new.
-pub(crate) async fn mark(
-    store: &Store,
-    snap: &Snapshot,
-    live: &mut Live,
-    roots: Vec<ObjectRef>,
-    concurrency: usize,
-    progress: &dyn Progress,
-) -> Result<(), Error> {
-    let mut manifests: Vec<(RepoName, Digest)> = Vec::new();
-    let mut recipes: Vec<Digest> = Vec::new();
-    let mut sessions = Vec::new();
-    for r in roots {
-        match r {
-            ObjectRef::Manifest(repo, d) => manifests.push((repo, d)),
-            ObjectRef::BlobLink(repo, d) => {
-                live.set.insert(ObjectRef::BlobLink(repo, d.clone()));
-                recipes.push(d);
-            }
-            ObjectRef::Recipe(d) => recipes.push(d),
-            ObjectRef::Pack(p) => {
-                live.set.insert(ObjectRef::Pack(p));
-            }
-            ObjectRef::Upload(u) => sessions.push(u),
+/// Where dead objects go: counted by kind, and written to the run's set unless this is
+/// a dry run.
+pub(crate) struct Sink {
+    writer: Option<SetWriter>,
+    pub(crate) manifests: Counts,
+    pub(crate) blob_links: Counts,
+    pub(crate) blobs: Counts,
+    pub(crate) packs: Counts,
+    pub(crate) uploads: Counts,
+}
+
+impl Sink {
+    pub(crate) fn new(writer: Option<SetWriter>) -> Self {
+        Sink {
+            writer,
+            manifests: Counts::default(),
+            blob_links: Counts::default(),
+            blobs: Counts::default(),
+            packs: Counts::default(),
+            uploads: Counts::default(),
         }
     }
-    // Manifests, wave by wave: each wave's children and referrers are the next.
-    while !manifests.is_empty() {
-        let wave: Vec<(RepoName, Digest)> = manifests
+
+    /// Adds a dead object; `size` counts for recipes and packs; `subject` is a dead
+    /// referrer's (its record goes with it).
+    pub(crate) async fn push(
+        &mut self,
+        r: &ObjectRef,
+        size: u64,
+        subject: Option<&Digest>,
+    ) -> Result<(), Error> {
+        let c = match r {
+            ObjectRef::Manifest(..) => &mut self.manifests,
+            ObjectRef::BlobLink(..) => &mut self.blob_links,
+            ObjectRef::Recipe(_) => &mut self.blobs,
+            ObjectRef::Pack(_) => &mut self.packs,
+            ObjectRef::Upload(_) => &mut self.uploads,
+        };
+        c.deleted += 1;
+        c.deleted_bytes += size;
+        if let Some(w) = &mut self.writer {
+            let note = match subject {
+                Some(s) => format!("{size} {s}"),
+                None => size.to_string(),
+            };
+            w.push(r, &note).await?;
+        }
+        Ok(())
+    }
+
+    /// Objects pushed.
+    pub(crate) fn count(&self) -> u64 {
+        [
+            &self.manifests,
+            &self.blob_links,
+            &self.blobs,
+            &self.packs,
+            &self.uploads,
+        ]
+        .iter()
+        .map(|c| c.deleted)
+        .sum()
+    }
+
+    /// Finishes the set; returns its parts (0 for a dry run).
+    pub(crate) async fn finish(self) -> Result<u32, Error> {
+        match self.writer {
+            Some(w) => w.finish().await,
+            None => Ok(0),
+        }
+    }
+
+    /// Copies the counts (deleted = dead) into `report`.
+    pub(crate) fn fill(&self, report: &mut Report) {
+        for (from, to) in [
+            (&self.manifests, &mut report.manifests),
+            (&self.blob_links, &mut report.blob_links),
+            (&self.blobs, &mut report.blobs),
+            (&self.packs, &mut report.packs),
+            (&self.uploads, &mut report.uploads),
+        ] {
+            to.deleted = from.deleted;
+            to.deleted_bytes = from.deleted_bytes;
+        }
+    }
+}
+
+/// The size and subject a sink noted for an object.
+pub(crate) fn parse_note(note: &str) -> (u64, Option<Digest>) {
+    let mut parts = note.split(' ');
+    let size = parts.next().and_then(|s| s.parse().ok()).unwrap_or(0);
+    let subject = parts.next().and_then(|s| Digest::parse(s).ok());
+    (size, subject)
+}
+
+/// One repository's listing, indexed.
+struct RepoIndex {
+    tags: Vec<Listed<Tag>>,
+    manifests: HashMap<Digest, DateTime<Utc>>,
+    links: HashMap<Digest, DateTime<Utc>>,
+    /// Subject -> referrers.
+    referrers: HashMap<Digest, Vec<Digest>>,
+    /// Referrer -> subject.
+    subject_of: HashMap<Digest, Digest>,
+}
+
+impl RepoIndex {
+    fn new(inv: RepoInventory) -> Self {
+        let mut referrers: HashMap<Digest, Vec<Digest>> = HashMap::new();
+        let mut subject_of = HashMap::new();
+        for r in inv.referrers {
+            let (s, d) = r.item;
+            referrers.entry(s.clone()).or_default().push(d.clone());
+            subject_of.insert(d, s);
+        }
+        RepoIndex {
+            tags: inv.tags,
+            manifests: inv
+                .manifests
+                .into_iter()
+                .map(|l| (l.item, l.modified))
+                .collect(),
+            links: inv
+                .blob_links
+                .into_iter()
+                .map(|l| (l.item, l.modified))
+                .collect(),
+            referrers,
+            subject_of,
+        }
+    }
+}
+
+/// What marking one repository found live.
+#[derive(Default)]
+struct RepoMark {
+    manifests: HashSet<Digest>,
+    links: HashSet<Digest>,
+    /// Blobs the live manifests name, and the manifests' own digests (their recipes).
+    blobs: Vec<Digest>,
+}
+
+/// Marks one repository from its root manifests and links: index children and
+/// referrers are followed within the repository; configs and layers keep their links.
+async fn mark_repo(
+    ctx: &Ctx<'_>,
+    idx: &RepoIndex,
+    manifest_roots: Vec<Digest>,
+    link_roots: Vec<Digest>,
+) -> Result<RepoMark, Error> {
+    let mut out = RepoMark::default();
+    for l in link_roots {
+        if out.links.insert(l.clone()) {
+            out.blobs.push(l);
+        }
+    }
+    let mut wave = manifest_roots;
+    while !wave.is_empty() {
+        let fresh: Vec<Digest> = wave
             .drain(..)
-            .filter(|(repo, d)| {
-                live.set
-                    .insert(ObjectRef::Manifest(repo.clone(), d.clone()))
-            })
+            .filter(|d| out.manifests.insert(d.clone()))
             .collect();
-        progress.phase("mark manifests", None);
-        let read: Vec<(RepoName, Digest, Option<References>)> = futures::stream::iter(wave)
-            .map(|(repo, d)| async move {
-                let refs = match store.blob_bytes(&d).await {
+        let read: Vec<(Digest, Option<References>)> = futures::stream::iter(fresh)
+            .map(|d| async move {
+                let refs = match ctx.store.blob_bytes(&d).await {
                     Ok(bytes) => manifest::references(&bytes).ok(),
                     // Its bytes are gone (a sparse or damaged store): nothing to follow.
                     Err(Error::BlobNotFound(_)) => None,
                     Err(e) => return Err(e),
                 };
-                progress.advance(1);
-                Ok((repo, d, refs))
+                Ok((d, refs))
             })
-            .buffer_unordered(concurrency)
+            .buffer_unordered(REPO_READS)
             .try_collect()
             .await?;
-        for (repo, d, refs) in read {
-            recipes.push(d.clone());
-            let Some(snap_repo) = snap.repos.get(&repo) else {
-                continue;
-            };
+        ctx.progress.advance(read.len() as u64);
+        for (d, refs) in read {
             if let Some((blobs, children)) = refs {
                 for b in blobs {
-                    if snap_repo.links.contains_key(&b) {
-                        live.set
-                            .insert(ObjectRef::BlobLink(repo.clone(), b.clone()));
+                    if idx.links.contains_key(&b) {
+                        out.links.insert(b.clone());
                     }
-                    recipes.push(b);
+                    out.blobs.push(b);
                 }
-                for c in children {
-                    manifests.push((repo.clone(), c));
-                }
+                wave.extend(children);
             }
-            for r in snap_repo.referrers.get(&d).into_iter().flatten() {
-                manifests.push((repo.clone(), r.clone()));
-            }
+            wave.extend(idx.referrers.get(&d).into_iter().flatten().cloned());
+            out.blobs.push(d);
         }
     }
-    // Recipes: each live one keeps its packs.
-    let fresh: Vec<Digest> = recipes
-        .into_iter()
-        .filter(|d| live.set.insert(ObjectRef::Recipe(d.clone())))
-        .collect();
-    progress.phase("mark blobs", Some(fresh.len() as u64));
-    let packs: Vec<Vec<PackId>> = futures::stream::iter(fresh)
-        .map(|d| async move {
-            let packs = store.recipe_packs(&d).await?.unwrap_or_default();
-            progress.advance(1);
-            Ok::<_, Error>(packs)
-        })
-        .buffer_unordered(concurrency)
-        .try_collect()
-        .await?;
-    for p in packs.into_iter().flatten() {
-        live.set.insert(ObjectRef::Pack(p));
-    }
-    // Open upload sessions keep the packs their segments point into.
-    let fresh: Vec<_> = sessions
-        .into_iter()
-        .filter(|u| live.set.insert(ObjectRef::Upload(u.clone())))
-        .collect();
-    let packs: Vec<Vec<PackId>> = futures::stream::iter(fresh)
-        .map(|u| async move { Ok::<_, Error>(store.session_packs(&u).await?.unwrap_or_default()) })
-        .buffer_unordered(concurrency)
-        .try_collect()
-        .await?;
-    for p in packs.into_iter().flatten() {
-        live.set.insert(ObjectRef::Pack(p));
-    }
-    Ok(())
+    Ok(out)
 }
 
-/// Dead objects old enough to delete: unreached, and written before `now - grace`
-/// (sessions: not written to for `upload_expiry`).
-pub(crate) fn candidates(
-    snap: &Snapshot,
-    live: &Live,
-    now: DateTime<Utc>,
-    grace: Duration,
-    upload_expiry: Duration,
-) -> ObjectSet {
-    let old = |t: &DateTime<Utc>, age: Duration| {
-        chrono::Duration::from_std(age).is_ok_and(|a| *t <= now - a)
+/// The manifests a tag keeps: its kept revisions.
+async fn kept_revisions(
+    ctx: &Ctx<'_>,
+    repo: &RepoName,
+    tag: &Tag,
+    rules: Rules,
+) -> Result<Vec<Digest>, Error> {
+    let Some(record) = ctx.store.repository(repo).tag(tag).await? else {
+        return Ok(Vec::new());
     };
-    let mut out = ObjectSet::new();
-    let mut add = |r: ObjectRef| {
-        if !live.contains(&r) {
-            out.insert(r);
-        }
-    };
-    for repo in snap.repos.values() {
-        for (d, modified) in &repo.manifests {
-            if old(modified, grace) {
-                add(ObjectRef::Manifest(repo.name.clone(), d.clone()));
+    Ok(record
+        .history
+        .iter()
+        .enumerate()
+        .filter(|(i, e)| {
+            *i < rules.keep_tag_revisions.max(1)
+                || rules
+                    .keep_younger_than
+                    .is_some_and(|k| ctx.young(&e.created, k))
+        })
+        .map(|(_, e)| e.digest.clone())
+        .collect())
+}
+
+/// The repositories with a catalog entry, and their namespaces.
+async fn namespaces(store: &Store) -> Result<(Vec<RepoName>, Vec<String>), Error> {
+    let names = store.all_repositories().await?;
+    let ns = stowage_storage::namespaces(&names);
+    Ok((names, ns))
+}
+
+/// Counts of what the first mark examined.
+#[derive(Debug, Default)]
+pub(crate) struct Examined {
+    pub(crate) repositories: u64,
+    pub(crate) tags: u64,
+    pub(crate) manifests: u64,
+    pub(crate) blob_links: u64,
+    pub(crate) blobs: u64,
+    pub(crate) packs: u64,
+    pub(crate) uploads: u64,
+}
+
+/// The first mark: every repository from the policy's roots, then recipes, upload
+/// sessions and packs; every dead object older than the grace period goes to `sink`.
+pub(crate) async fn first_mark(ctx: &Ctx<'_>, sink: &mut Sink) -> Result<Examined, Error> {
+    let mut ex = Examined::default();
+    let (names, nss) = namespaces(ctx.store).await?;
+    ctx.progress.phase("mark repositories", None);
+    let names = &names;
+    let mut live_blobs: Sorted<Key> = Sorted::default();
+    let mut listings = futures::stream::iter(nss)
+        .map(|ns| async move { ctx.store.namespace_inventory(&ns, names).await })
+        .buffer_unordered(NAMESPACES);
+    while let Some(inventories) = listings.try_next().await? {
+        let mut marked = futures::stream::iter(inventories)
+            .map(|(name, inv)| async move {
+                let idx = RepoIndex::new(inv);
+                let rules = ctx.policy.rules_for(&name);
+                let mut roots: Vec<Digest> = Vec::new();
+                let tags: Vec<Tag> = idx.tags.iter().map(|t| t.item.clone()).collect();
+                let name = &name;
+                let kept: Vec<Vec<Digest>> = futures::stream::iter(tags)
+                    .map(|t| async move { kept_revisions(ctx, name, &t, rules).await })
+                    .buffer_unordered(REPO_READS)
+                    .try_collect()
+                    .await?;
+                roots.extend(kept.into_iter().flatten());
+                for (d, modified) in &idx.manifests {
+                    let by_rule = !rules.delete_untagged
+                        || rules
+                            .keep_younger_than
+                            .is_some_and(|k| ctx.young(modified, k));
+                    if by_rule || ctx.young(modified, ctx.grace) {
+                        roots.push(d.clone());
+                    }
+                }
+                let link_roots: Vec<Digest> = idx
+                    .links
+                    .iter()
+                    .filter(|(_, m)| ctx.young(m, ctx.grace))
+                    .map(|(d, _)| d.clone())
+                    .collect();
+                let live = mark_repo(ctx, &idx, roots, link_roots).await?;
+                let mut dead: Vec<(ObjectRef, Option<Digest>)> = Vec::new();
+                for (d, modified) in &idx.manifests {
+                    if !live.manifests.contains(d) && ctx.old(modified, ctx.grace) {
+                        dead.push((
+                            ObjectRef::Manifest(name.clone(), d.clone()),
+                            idx.subject_of.get(d).cloned(),
+                        ));
+                    }
+                }
+                for (d, modified) in &idx.links {
+                    if !live.links.contains(d) && ctx.old(modified, ctx.grace) {
+                        dead.push((ObjectRef::BlobLink(name.clone(), d.clone()), None));
+                    }
+                }
+                let counts = (
+                    idx.tags.len() as u64,
+                    idx.manifests.len() as u64,
+                    idx.links.len() as u64,
+                );
+                Ok::<_, Error>((live.blobs, dead, counts))
+            })
+            .buffer_unordered(ctx.concurrency);
+        while let Some((blobs, dead, (tags, manifests, links))) = marked.try_next().await? {
+            ex.repositories += 1;
+            ex.tags += tags;
+            ex.manifests += manifests;
+            ex.blob_links += links;
+            for b in &blobs {
+                live_blobs.push(key(b));
+            }
+            for (r, subject) in &dead {
+                sink.push(r, 0, subject.as_ref()).await?;
             }
         }
-        for (d, modified) in &repo.links {
-            if old(modified, grace) {
-                add(ObjectRef::BlobLink(repo.name.clone(), d.clone()));
+    }
+    live_blobs.freeze();
+
+    // Recipes, shard by shard: a live one (named, or young) keeps its packs.
+    let mut live_packs: Sorted<PackId> = Sorted::default();
+    let shards = ctx.store.recipe_shards().await?;
+    ctx.progress.phase("mark blobs", Some(shards.len() as u64));
+    let live_blobs = &live_blobs;
+    let mut marked = futures::stream::iter(shards)
+        .map(|shard| async move {
+            let listed = ctx.store.list_recipe_shard(&shard).await?;
+            let examined = listed.len() as u64;
+            let mut live = Vec::new();
+            let mut dead = Vec::new();
+            for l in listed {
+                if live_blobs.contains(&key(&l.item)) || ctx.young(&l.modified, ctx.grace) {
+                    live.push(l.item);
+                } else if ctx.old(&l.modified, ctx.grace) {
+                    dead.push((l.item, l.size));
+                }
             }
+            let packs: Vec<Vec<PackId>> = futures::stream::iter(live)
+                .map(|d| async move {
+                    Ok::<_, Error>(ctx.store.recipe_packs(&d).await?.unwrap_or_default())
+                })
+                .buffer_unordered(ctx.concurrency)
+                .try_collect()
+                .await?;
+            Ok::<_, Error>((examined, packs, dead))
+        })
+        .buffer_unordered(SHARDS);
+    while let Some((examined, packs, dead)) = marked.try_next().await? {
+        ex.blobs += examined;
+        for p in packs.into_iter().flatten() {
+            live_packs.push(p);
         }
-    }
-    for (d, (modified, _)) in &snap.recipes {
-        if old(modified, grace) {
-            add(ObjectRef::Recipe(d.clone()));
+        for (d, size) in dead {
+            sink.push(&ObjectRef::Recipe(d), size, None).await?;
         }
+        ctx.progress.advance(1);
     }
-    for (p, (modified, _)) in &snap.packs {
-        if old(modified, grace) {
-            add(ObjectRef::Pack(*p));
+    drop(marked);
+
+    // Upload sessions: open ones keep the packs their segments point into.
+    ctx.progress.phase("mark uploads", None);
+    for s in ctx.store.list_sessions().await? {
+        ex.uploads += 1;
+        let open = s.has_state && ctx.young(&s.modified, ctx.upload_expiry);
+        if open {
+            for p in ctx.store.session_packs(&s.id).await?.unwrap_or_default() {
+                live_packs.push(p);
+            }
+            continue;
         }
-    }
-    for s in &snap.sessions {
-        let expired = if s.has_state {
-            old(&s.modified, upload_expiry)
+        // Expired, or the leftovers of a finished or cancelled session.
+        let age = if s.has_state {
+            ctx.upload_expiry
         } else {
-            // Leftovers of a finished or cancelled session.
-            old(&s.modified, grace)
+            ctx.grace
         };
-        if expired {
-            add(ObjectRef::Upload(s.id.clone()));
+        if ctx.old(&s.modified, age) {
+            sink.push(&ObjectRef::Upload(s.id.clone()), 0, None).await?;
         }
     }
-    out
+    live_packs.freeze();
+
+    // Packs, as the listing streams.
+    ctx.progress.phase("mark packs", None);
+    let mut listing = ctx.store.pack_listing();
+    while let Some(l) = listing.try_next().await? {
+        ex.packs += 1;
+        if !live_packs.contains(&l.item.id) && ctx.old(&l.modified, ctx.grace) {
+            sink.push(&ObjectRef::Pack(l.item.id), l.item.size, None)
+                .await?;
+        }
+    }
+    Ok(ex)
+}
+
+/// Objects a re-mark or a rescue found live after the first mark (few: what changed
+/// while the run went on).
+#[derive(Debug, Default)]
+pub(crate) struct Additions {
+    manifests: HashSet<(RepoName, Digest)>,
+    links: HashSet<(RepoName, Digest)>,
+    recipes: HashSet<Digest>,
+    packs: HashSet<PackId>,
+    uploads: HashSet<UploadId>,
+}
+
+impl Additions {
+    pub(crate) fn contains(&self, r: &ObjectRef) -> bool {
+        match r {
+            ObjectRef::Manifest(repo, d) => self.manifests.contains(&(repo.clone(), d.clone())),
+            ObjectRef::BlobLink(repo, d) => self.links.contains(&(repo.clone(), d.clone())),
+            ObjectRef::Recipe(d) => self.recipes.contains(d),
+            ObjectRef::Pack(p) => self.packs.contains(p),
+            ObjectRef::Upload(u) => self.uploads.contains(u),
+        }
+    }
+}
+
+/// Marks from everything written after `since` (all of it: anything new may reuse a
+/// candidate) and from `rescued`, into `add`. With `since` `None`, only from
+/// `rescued`, listing only the repositories it names.
+pub(crate) async fn remark(
+    ctx: &Ctx<'_>,
+    since: Option<DateTime<Utc>>,
+    rescued: &ObjectSet,
+    add: &mut Additions,
+) -> Result<(), Error> {
+    // Rescues by repository.
+    let mut by_repo: HashMap<RepoName, (Vec<Digest>, Vec<Digest>)> = HashMap::new();
+    let mut recipe_roots: Vec<Digest> = Vec::new();
+    let mut upload_roots: Vec<UploadId> = Vec::new();
+    for r in rescued.iter() {
+        match r {
+            ObjectRef::Manifest(repo, d) => {
+                by_repo.entry(repo.clone()).or_default().0.push(d.clone());
+                recipe_roots.push(d.clone());
+            }
+            ObjectRef::BlobLink(repo, d) => {
+                by_repo.entry(repo.clone()).or_default().1.push(d.clone());
+                recipe_roots.push(d.clone());
+            }
+            ObjectRef::Recipe(d) => recipe_roots.push(d.clone()),
+            ObjectRef::Pack(p) => {
+                add.packs.insert(*p);
+            }
+            ObjectRef::Upload(u) => upload_roots.push(u.clone()),
+        }
+    }
+    let names: Vec<RepoName> = match since {
+        Some(_) => ctx.store.all_repositories().await?,
+        None => by_repo.keys().cloned().collect(),
+    };
+    let nss = stowage_storage::namespaces(&names);
+    ctx.progress.phase("re-mark repositories", None);
+    let names = &names;
+    let by_repo = &by_repo;
+    let mut listings = futures::stream::iter(nss)
+        .map(|ns| async move { ctx.store.namespace_inventory(&ns, names).await })
+        .buffer_unordered(NAMESPACES);
+    while let Some(inventories) = listings.try_next().await? {
+        let wanted: Vec<(RepoName, RepoInventory)> = inventories
+            .into_iter()
+            .filter(|(name, _)| since.is_some() || by_repo.contains_key(name))
+            .collect();
+        let mut marked = futures::stream::iter(wanted)
+            .map(|(name, inv)| async move {
+                let idx = RepoIndex::new(inv);
+                let rules = ctx.policy.rules_for(&name);
+                let (mut roots, mut link_roots) = by_repo.get(&name).cloned().unwrap_or_default();
+                if let Some(since) = since {
+                    let changed: Vec<Tag> = idx
+                        .tags
+                        .iter()
+                        .filter(|t| t.modified > since)
+                        .map(|t| t.item.clone())
+                        .collect();
+                    let name = &name;
+                    let kept: Vec<Vec<Digest>> = futures::stream::iter(changed)
+                        .map(|t| async move { kept_revisions(ctx, name, &t, rules).await })
+                        .buffer_unordered(REPO_READS)
+                        .try_collect()
+                        .await?;
+                    roots.extend(kept.into_iter().flatten());
+                    roots.extend(
+                        idx.manifests
+                            .iter()
+                            .filter(|(_, m)| **m > since)
+                            .map(|(d, _)| d.clone()),
+                    );
+                    link_roots.extend(
+                        idx.links
+                            .iter()
+                            .filter(|(_, m)| **m > since)
+                            .map(|(d, _)| d.clone()),
+                    );
+                }
+                if roots.is_empty() && link_roots.is_empty() {
+                    return Ok::<_, Error>((name, RepoMark::default()));
+                }
+                Ok((name, mark_repo(ctx, &idx, roots, link_roots).await?))
+            })
+            .buffer_unordered(ctx.concurrency);
+        while let Some((name, live)) = marked.try_next().await? {
+            for d in live.manifests {
+                add.manifests.insert((name.clone(), d));
+            }
+            for d in live.links {
+                add.links.insert((name.clone(), d));
+            }
+            recipe_roots.extend(live.blobs);
+        }
+    }
+
+    // Recipes: the ones named, and (re-mark) every one committed since.
+    if let Some(since) = since {
+        ctx.progress.phase("re-mark blobs", None);
+        let shards = ctx.store.recipe_shards().await?;
+        let recent: Vec<Vec<Digest>> = futures::stream::iter(shards)
+            .map(|shard| async move {
+                Ok::<_, Error>(
+                    ctx.store
+                        .list_recipe_shard(&shard)
+                        .await?
+                        .into_iter()
+                        .filter(|l| l.modified > since)
+                        .map(|l| l.item)
+                        .collect(),
+                )
+            })
+            .buffer_unordered(SHARDS)
+            .try_collect()
+            .await?;
+        recipe_roots.extend(recent.into_iter().flatten());
+    }
+    let fresh: Vec<Digest> = recipe_roots
+        .into_iter()
+        .filter(|d| add.recipes.insert(d.clone()))
+        .collect();
+    let packs: Vec<Vec<PackId>> =
+        futures::stream::iter(fresh)
+            .map(|d| async move {
+                Ok::<_, Error>(ctx.store.recipe_packs(&d).await?.unwrap_or_default())
+            })
+            .buffer_unordered(ctx.concurrency)
+            .try_collect()
+            .await?;
+    add.packs.extend(packs.into_iter().flatten());
+
+    // Sessions: rescued ones, and (re-mark) every open one appended to since.
+    if let Some(since) = since {
+        for s in ctx.store.list_sessions().await? {
+            if s.has_state && s.modified > since {
+                upload_roots.push(s.id);
+            }
+        }
+    }
+    for u in upload_roots {
+        if add.uploads.insert(u.clone()) {
+            add.packs
+                .extend(ctx.store.session_packs(&u).await?.unwrap_or_default());
+        }
+    }
+    Ok(())
 }

@@ -96,6 +96,99 @@ pub struct RunState {
     pub sweeps: u64,
     /// Who runs it, for operators.
     pub host: String,
+    /// Parts of the published candidates.
+    #[serde(default)]
+    pub candidate_parts: u32,
+    /// Parts of the published sealed set.
+    #[serde(default)]
+    pub sealed_parts: u32,
+}
+
+/// Which published set of a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SetKind {
+    /// The candidates (`Proposed`).
+    Candidates,
+    /// The sealed set (`Sealed` and after).
+    Sealed,
+}
+
+impl SetKind {
+    fn name(self) -> &'static str {
+        match self {
+            SetKind::Candidates => "candidates",
+            SetKind::Sealed => "sealed",
+        }
+    }
+}
+
+/// A published set is written in parts of about this size, so that neither the collector
+/// nor a reader needs it in one buffer.
+const PART_BYTES: usize = 1 << 20;
+
+/// Writes one published set part by part; lines may carry a note after a tab (the
+/// collector's own: sizes, a referrer's subject) that readers ignore.
+pub struct SetWriter {
+    backend: Backend,
+    run: String,
+    kind: SetKind,
+    buf: Vec<u8>,
+    parts: u32,
+    count: u64,
+}
+
+impl SetWriter {
+    /// Adds an object, with an optional note.
+    pub async fn push(&mut self, r: &ObjectRef, note: &str) -> Result<()> {
+        use std::io::Write;
+        // Writing to a Vec cannot fail.
+        let _ = write!(self.buf, "{r}");
+        if !note.is_empty() {
+            self.buf.push(b'\t');
+            self.buf.extend_from_slice(note.as_bytes());
+        }
+        self.buf.push(b'\n');
+        self.count += 1;
+        if self.buf.len() >= PART_BYTES {
+            self.flush().await?;
+        }
+        Ok(())
+    }
+
+    async fn flush(&mut self) -> Result<()> {
+        let key = layout::run_set_part(&self.run, self.kind.name(), self.parts);
+        let data = Bytes::from(std::mem::take(&mut self.buf));
+        self.backend.put(&key, data).await?;
+        self.parts += 1;
+        Ok(())
+    }
+
+    /// Objects pushed so far.
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+
+    /// Writes the last part; returns how many parts there are.
+    pub async fn finish(mut self) -> Result<u32> {
+        if !self.buf.is_empty() {
+            self.flush().await?;
+        }
+        Ok(self.parts)
+    }
+}
+
+/// The objects of one published part, with their notes.
+pub fn part_lines(data: &[u8], key: &str) -> Result<Vec<(ObjectRef, String)>> {
+    let text = std::str::from_utf8(data).map_err(|_| Error::corrupt(key, "not UTF-8"))?;
+    text.lines()
+        .filter(|l| !l.is_empty())
+        .map(|line| {
+            let (object, note) = line.split_once('\t').unwrap_or((line, ""));
+            ObjectRef::parse(object)
+                .map(|r| (r, note.to_owned()))
+                .ok_or_else(|| Error::corrupt(key, format!("bad object line {line:?}")))
+        })
+        .collect()
 }
 
 /// One object the collector may delete, named the way writers reuse it.
@@ -126,7 +219,8 @@ impl fmt::Display for ObjectRef {
 }
 
 impl ObjectRef {
-    fn parse(line: &str) -> Option<ObjectRef> {
+    /// Parses the form `Display` writes.
+    pub fn parse(line: &str) -> Option<ObjectRef> {
         let mut parts = line.split(' ');
         let kind = parts.next()?;
         let a = parts.next()?;
@@ -214,7 +308,8 @@ impl ObjectSet {
         let text = std::str::from_utf8(data).map_err(|_| Error::corrupt(key, "not UTF-8"))?;
         let mut set = ObjectSet::new();
         for line in text.lines().filter(|l| !l.is_empty()) {
-            let r = ObjectRef::parse(line)
+            let object = line.split_once('\t').map_or(line, |(o, _)| o);
+            let r = ObjectRef::parse(object)
                 .ok_or_else(|| Error::corrupt(key, format!("bad object line {line:?}")))?;
             set.insert(r);
         }
@@ -398,26 +493,26 @@ impl CollectionView {
                 Some(s) if s.phase.active() || s.phase == Phase::Done => (
                     (s.phase == Phase::Proposed
                         && inner.candidates.as_ref().is_none_or(|(r, _)| r != &s.run))
-                    .then(|| s.run.clone()),
+                    .then(|| (s.run.clone(), s.candidate_parts)),
                     (s.phase >= Phase::Sealed
                         && s.phase != Phase::Abandoned
                         && inner.sealed.as_ref().is_none_or(|(r, _)| r != &s.run))
-                    .then(|| s.run.clone()),
+                    .then(|| (s.run.clone(), s.sealed_parts)),
                 ),
                 _ => (None, None),
             }
         };
         let candidates = match want_candidates {
-            Some(run) => Some((
+            Some((run, parts)) => Some((
                 run.clone(),
-                Arc::new(self.load_set(&layout::run_candidates(&run)).await?),
+                Arc::new(self.load_set(&run, SetKind::Candidates, parts).await?),
             )),
             None => None,
         };
         let sealed = match want_sealed {
-            Some(run) => Some((
+            Some((run, parts)) => Some((
                 run.clone(),
-                Arc::new(self.load_set(&layout::run_sealed(&run)).await?),
+                Arc::new(self.load_set(&run, SetKind::Sealed, parts).await?),
             )),
             None => None,
         };
@@ -489,13 +584,16 @@ impl CollectionView {
         Ok(guard)
     }
 
-    async fn load_set(&self, key: &object_store::path::Path) -> Result<ObjectSet> {
-        let data = self
-            .backend
-            .get(key)
-            .await?
-            .ok_or_else(|| Error::corrupt(key.as_ref(), "published set is missing"))?;
-        ObjectSet::decode(&data, key.as_ref())
+    async fn load_set(&self, run: &str, kind: SetKind, parts: u32) -> Result<ObjectSet> {
+        let mut set = ObjectSet::new();
+        for n in 0..parts {
+            let data = read_part(&self.backend, run, kind, n).await?;
+            let key = layout::run_set_part(run, kind.name(), n);
+            for r in ObjectSet::decode(&data, key.as_ref())?.items {
+                set.insert(r);
+            }
+        }
+        Ok(set)
     }
 
     /// Called right before a commit that reuses `refs`: rescues candidates of a proposed
@@ -572,6 +670,14 @@ impl CollectionView {
             }
         }
     }
+}
+
+async fn read_part(backend: &Backend, run: &str, kind: SetKind, n: u32) -> Result<Bytes> {
+    let key = layout::run_set_part(run, kind.name(), n);
+    backend
+        .get(&key)
+        .await?
+        .ok_or_else(|| Error::corrupt(key.as_ref(), "published set part is missing"))
 }
 
 /// A collection run's hold on the store: its state object, kept by compare-and-swap, so
@@ -665,6 +771,8 @@ impl Run {
                 started: Utc::now(),
                 sweeps: previous.as_ref().map_or(0, |p| p.sweeps),
                 host: host.to_owned(),
+                candidate_parts: 0,
+                sealed_parts: 0,
             };
             let version = current.map(|(_, v)| v);
             let data =
@@ -736,31 +844,65 @@ impl Run {
         }
     }
 
-    /// Publishes the candidates: from now on writers rescue what they reuse.
-    pub async fn propose(&mut self, candidates: &ObjectSet) -> Result<(), RunError> {
-        self.publish(&layout::run_candidates(&self.state.run), candidates)
-            .await?;
+    /// Starts writing one of this run's sets; publish it with [`Run::propose_parts`] or
+    /// [`Run::seal_parts`].
+    pub fn set_writer(&self, kind: SetKind) -> SetWriter {
+        SetWriter {
+            backend: self.store.inner.backend.clone(),
+            run: self.state.run.clone(),
+            kind,
+            buf: Vec::new(),
+            parts: 0,
+            count: 0,
+        }
+    }
+
+    /// Reads back part `n` of one of this run's sets.
+    pub async fn read_part(&self, kind: SetKind, n: u32) -> Result<Vec<(ObjectRef, String)>> {
+        let data = read_part(&self.store.inner.backend, &self.state.run, kind, n).await?;
+        part_lines(
+            &data,
+            layout::run_set_part(&self.state.run, kind.name(), n).as_ref(),
+        )
+    }
+
+    /// Publishes the candidates written in `parts` parts: from now on writers rescue
+    /// what they reuse.
+    pub async fn propose_parts(&mut self, parts: u32) -> Result<(), RunError> {
         let mut next = self.state.clone();
         next.phase = Phase::Proposed;
+        next.candidate_parts = parts;
         self.write(next).await
     }
 
-    /// Publishes what will be deleted: from now on writers treat it as absent.
-    pub async fn seal(&mut self, sealed: &ObjectSet) -> Result<(), RunError> {
-        self.publish(&layout::run_sealed(&self.state.run), sealed)
-            .await?;
+    /// Publishes the sealed set written in `parts` parts: from now on writers treat it
+    /// as absent.
+    pub async fn seal_parts(&mut self, parts: u32) -> Result<(), RunError> {
         let mut next = self.state.clone();
         next.phase = Phase::Sealed;
+        next.sealed_parts = parts;
         next.sweeps += 1;
         self.write(next).await
     }
 
-    async fn publish(&self, key: &object_store::path::Path, set: &ObjectSet) -> Result<()> {
-        self.store
-            .inner
-            .backend
-            .put(key, Bytes::from(set.encode()))
-            .await
+    /// Publishes `candidates` (a whole set at once, for small runs and tests).
+    pub async fn propose(&mut self, candidates: &ObjectSet) -> Result<(), RunError> {
+        let parts = self.publish(SetKind::Candidates, candidates).await?;
+        self.propose_parts(parts).await
+    }
+
+    /// Publishes `sealed` (a whole set at once, for small runs and tests).
+    pub async fn seal(&mut self, sealed: &ObjectSet) -> Result<(), RunError> {
+        let parts = self.publish(SetKind::Sealed, sealed).await?;
+        self.seal_parts(parts).await
+    }
+
+    async fn publish(&self, kind: SetKind, set: &ObjectSet) -> Result<u32> {
+        let mut w = self.set_writer(kind);
+        for r in set.iter() {
+            w.push(r, "").await?;
+        }
+        w.finish().await
     }
 
     /// Moves to `phase` (`Deleting`, `Done`, `Abandoned`).

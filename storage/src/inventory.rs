@@ -45,6 +45,22 @@ pub struct RepoInventory {
     pub referrers: Vec<Listed<(Digest, Digest)>>,
 }
 
+/// One shard of the recipe listing.
+#[derive(Debug, Clone)]
+pub struct RecipeShard(Path);
+
+/// The namespaces (first name components) of `names`, sorted, once each.
+pub fn namespaces(names: &[RepoName]) -> Vec<String> {
+    let mut out: Vec<String> = names.iter().map(|n| namespace_of(n).to_owned()).collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
+fn namespace_of(name: &RepoName) -> &str {
+    name.as_str().split('/').next().unwrap_or_default()
+}
+
 /// A pack in a listing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PackInfo {
@@ -97,26 +113,33 @@ impl Store {
         &self,
         names: &[RepoName],
     ) -> Result<std::collections::HashMap<RepoName, RepoInventory>> {
-        let mut namespaces: Vec<String> = names
-            .iter()
-            .map(|n| n.as_str().split('/').next().unwrap_or_default().to_owned())
-            .collect();
-        namespaces.sort();
-        namespaces.dedup();
-        let backend = self.inner.backend.clone();
-        let listed: Vec<Vec<object_store::ObjectMeta>> = futures::stream::iter(namespaces)
-            .map(|ns| {
-                let backend = backend.clone();
-                async move { backend.list_all(&layout::repo_namespace_prefix(&ns)).await }
-            })
+        let listed: Vec<_> = futures::stream::iter(namespaces(names))
+            .map(|ns| async move { self.namespace_inventory(&ns, names).await })
             .buffer_unordered(LIST_CONCURRENCY)
             .try_collect()
             .await?;
+        Ok(listed.into_iter().flatten().collect())
+    }
+
+    /// The objects of every repository in namespace `ns` (the first component of a
+    /// name), from one listing; the repositories of `names` in it are included even if
+    /// empty, and ones found that `names` lacks too.
+    pub async fn namespace_inventory(
+        &self,
+        ns: &str,
+        names: &[RepoName],
+    ) -> Result<std::collections::HashMap<RepoName, RepoInventory>> {
+        let listed = self
+            .inner
+            .backend
+            .list_all(&layout::repo_namespace_prefix(ns))
+            .await?;
         let mut out: std::collections::HashMap<RepoName, RepoInventory> = names
             .iter()
+            .filter(|n| namespace_of(n) == ns)
             .map(|n| (n.clone(), RepoInventory::default()))
             .collect();
-        for m in listed.into_iter().flatten() {
+        for m in listed {
             let Some((repo, object)) = layout::parse_repo_object(&m.location) else {
                 continue;
             };
@@ -148,32 +171,38 @@ impl Store {
         Ok(out)
     }
 
-    /// Every recipe, listed in shards side by side: one per `blobs/<alg>/<xx>` directory
-    /// that exists (found with two delimiter listings, so an unused algorithm or a small
-    /// store costs few requests; some S3 servers' listing cost grows with the bucket).
-    pub async fn list_recipes(&self) -> Result<Vec<Listed<Digest>>> {
-        let backend = self.inner.backend.clone();
-        let mut prefixes: Vec<Path> = Vec::new();
+    /// The shards recipes are listed in: one per `blobs/<alg>/<xx>` directory that
+    /// exists (found with two delimiter listings, so an unused algorithm or a small store
+    /// costs few requests; some S3 servers' listing cost grows with the bucket).
+    pub async fn recipe_shards(&self) -> Result<Vec<RecipeShard>> {
+        let backend = &self.inner.backend;
+        let mut shards = Vec::new();
         for alg in backend.list_dir(&layout::blobs_prefix()).await?.1 {
-            prefixes.extend(backend.list_dir(&alg).await?.1);
+            shards.extend(backend.list_dir(&alg).await?.1.into_iter().map(RecipeShard));
         }
-        let shards: Vec<Vec<Listed<Digest>>> = futures::stream::iter(prefixes)
-            .map(|prefix| {
-                let backend = backend.clone();
-                async move {
-                    backend
-                        .list(&prefix)
-                        .try_filter_map(|m| async move {
-                            Ok(layout::parse_recipe(&m.location).map(|d| Listed {
-                                item: d,
-                                modified: m.last_modified,
-                                size: m.size,
-                            }))
-                        })
-                        .try_collect::<Vec<_>>()
-                        .await
-                }
+        Ok(shards)
+    }
+
+    /// The recipes of one shard.
+    pub async fn list_recipe_shard(&self, shard: &RecipeShard) -> Result<Vec<Listed<Digest>>> {
+        self.inner
+            .backend
+            .list(&shard.0)
+            .try_filter_map(|m| async move {
+                Ok(layout::parse_recipe(&m.location).map(|d| Listed {
+                    item: d,
+                    modified: m.last_modified,
+                    size: m.size,
+                }))
             })
+            .try_collect()
+            .await
+    }
+
+    /// Every recipe, listed in shards side by side.
+    pub async fn list_recipes(&self) -> Result<Vec<Listed<Digest>>> {
+        let shards: Vec<Vec<Listed<Digest>>> = futures::stream::iter(self.recipe_shards().await?)
+            .map(|shard| async move { self.list_recipe_shard(&shard).await })
             .buffer_unordered(LIST_CONCURRENCY)
             .try_collect()
             .await?;
@@ -182,6 +211,11 @@ impl Store {
 
     /// Every pack.
     pub async fn list_packs(&self) -> Result<Vec<Listed<PackInfo>>> {
+        self.pack_listing().try_collect().await
+    }
+
+    /// Every pack, as the listing streams in (nothing held).
+    pub fn pack_listing(&self) -> futures::stream::BoxStream<'static, Result<Listed<PackInfo>>> {
         self.inner
             .backend
             .list(&layout::packs_prefix())
@@ -192,8 +226,7 @@ impl Store {
                     size: m.size,
                 }))
             })
-            .try_collect()
-            .await
+            .boxed()
     }
 
     /// Every upload session, with the time of its last write.

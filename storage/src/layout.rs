@@ -14,8 +14,8 @@
 //! index/repositories/<repo>/_repo                     catalog entry
 //! gc/state                                            the collector's run (compare-and-swap)
 //! gc/clock                                            written to read the backend's clock
-//! gc/runs/<run>/candidates                            what a run proposes to delete
-//! gc/runs/<run>/sealed                                what it will delete
+//! gc/runs/<run>/candidates/<n>                        what a run proposes to delete, in parts
+//! gc/runs/<run>/sealed/<n>                            what it will delete, in parts
 //! gc/runs/<run>/rescues/<nonce>                       objects a writer reused meanwhile
 //! gc/writers/<id>                                     a writing process's presence, renewed
 //! ```
@@ -298,12 +298,9 @@ pub(crate) fn collector_state() -> Path {
     Path::from("gc/state")
 }
 
-pub(crate) fn run_candidates(run: &str) -> Path {
-    Path::from(format!("gc/runs/{run}/candidates"))
-}
-
-pub(crate) fn run_sealed(run: &str) -> Path {
-    Path::from(format!("gc/runs/{run}/sealed"))
+/// Part `n` of a set a run publishes (`kind` is `candidates` or `sealed`).
+pub(crate) fn run_set_part(run: &str, kind: &str, n: u32) -> Path {
+    Path::from(format!("gc/runs/{run}/{kind}/{n:06}"))
 }
 
 pub(crate) fn run_rescues_prefix(run: &str) -> Path {

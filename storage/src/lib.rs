@@ -49,7 +49,9 @@ pub use fsck::{
 };
 pub use index::IndexStats;
 pub use ingest::{WriteStats, WriteTotals};
-pub use inventory::{Listed, PackInfo, PendingDeletes, RepoInventory, SessionInfo};
+pub use inventory::{
+    Listed, PackInfo, PendingDeletes, RecipeShard, RepoInventory, SessionInfo, namespaces,
+};
 pub use names::{MAX_REPO_NAME_LEN, Reference, RepoName, Tag};
 pub use pack::PackId;
 pub use reader::ByteStream;
