@@ -183,7 +183,16 @@ struct StowageLoc {
 impl StowageLoc {
     /// `stowage <sub> --storage URL ...`, with the S3 endpoint and credentials if need be.
     fn command(&self, bin: &Path, sub: &str) -> Command {
-        let mut cmd = Command::new(bin);
+        // For profiling: `STOWAGE_GC_BENCH_WRAP=heaptrack` runs every stowage command
+        // under that program (its RSS figures are then the wrapper's).
+        let mut cmd = match std::env::var_os("STOWAGE_GC_BENCH_WRAP") {
+            Some(wrap) => {
+                let mut c = Command::new(wrap);
+                c.arg(bin);
+                c
+            }
+            None => Command::new(bin),
+        };
         cmd.arg(sub)
             .args(["--storage", &self.url])
             .env_remove("STOWAGE_CONFIG")

@@ -265,10 +265,11 @@ async fn drive(
     progress.phase("seal", Some(u64::from(parts)));
     let mut sealed = run.lock().await.set_writer(SetKind::Sealed);
     for n in 0..parts {
-        let lines = run.lock().await.read_part(SetKind::Candidates, n).await?;
-        for (r, note) in lines {
+        let part = run.lock().await.read_part(SetKind::Candidates, n).await?;
+        for line in part.iter() {
+            let (r, note) = line?;
             if !added.contains(&r) {
-                sealed.push(&r, &note).await?;
+                sealed.push(&r, note).await?;
             }
         }
         progress.advance(1);
@@ -356,12 +357,13 @@ async fn sweep(
         let mut gone: HashMap<RepoName, HashSet<Digest>> = HashMap::new();
         let mut batch: Vec<(ObjectRef, Option<Digest>)> = Vec::new();
         for n in 0..parts {
-            let lines = run.lock().await.read_part(SetKind::Sealed, n).await?;
-            for (r, note) in lines {
+            let part = run.lock().await.read_part(SetKind::Sealed, n).await?;
+            for line in part.iter() {
+                let (r, note) = line?;
                 if rank(&r) != kind || added.contains(&r) {
                     continue;
                 }
-                let (size, subject) = mark::parse_note(&note);
+                let (size, subject) = mark::parse_note(note);
                 deleted.push(&r, size, None).await?;
                 if let ObjectRef::Manifest(repo, d) = &r {
                     gone.entry(repo.clone()).or_default().insert(d.clone());

@@ -70,10 +70,16 @@ impl<T> Default for Sorted<T> {
 
 impl<T: Ord + Copy> Sorted<T> {
     pub(crate) fn push(&mut self, v: T) {
-        if self.items.len() == self.items.capacity() && self.items.len() >= 4096 {
+        if self.items.len() == self.items.capacity() {
             // Full: drop repeats before growing (a shared base layer is named by
-            // thousands of manifests).
-            self.compact();
+            // thousands of manifests), then grow by a quarter, not double.
+            if self.items.len() >= 4096 {
+                self.compact();
+            }
+            let cap = self.items.capacity().max(1024);
+            if self.items.len() + cap / 8 > cap {
+                self.items.reserve_exact(cap / 4);
+            }
         }
         self.items.push(v);
     }
@@ -108,6 +114,17 @@ pub(crate) struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
+    /// Repositories marked side by side: with [`REPO_READS`] reads each, about
+    /// `concurrency` reads in flight (on local disk each is a thread).
+    fn repos_in_flight(&self) -> usize {
+        (self.concurrency / REPO_READS).max(1)
+    }
+
+    /// Recipe reads in flight per shard, [`SHARDS`] shards at once.
+    fn reads_per_shard(&self) -> usize {
+        (self.concurrency / SHARDS).max(1)
+    }
+
     fn young(&self, t: &DateTime<Utc>, age: Duration) -> bool {
         young(t, self.now, age)
     }
@@ -420,7 +437,7 @@ pub(crate) async fn first_mark(ctx: &Ctx<'_>, sink: &mut Sink) -> Result<Examine
                 );
                 Ok::<_, Error>((live.blobs, dead, counts))
             })
-            .buffer_unordered(ctx.concurrency);
+            .buffer_unordered(ctx.repos_in_flight());
         while let Some((blobs, dead, (tags, manifests, links))) = marked.try_next().await? {
             ex.repositories += 1;
             ex.tags += tags;
@@ -458,7 +475,7 @@ pub(crate) async fn first_mark(ctx: &Ctx<'_>, sink: &mut Sink) -> Result<Examine
                 .map(|d| async move {
                     Ok::<_, Error>(ctx.store.recipe_packs(&d).await?.unwrap_or_default())
                 })
-                .buffer_unordered(ctx.concurrency)
+                .buffer_unordered(ctx.reads_per_shard())
                 .try_collect()
                 .await?;
             Ok::<_, Error>((examined, packs, dead))
@@ -618,7 +635,7 @@ pub(crate) async fn remark(
                 }
                 Ok((name, mark_repo(ctx, &idx, roots, link_roots).await?))
             })
-            .buffer_unordered(ctx.concurrency);
+            .buffer_unordered(ctx.repos_in_flight());
         while let Some((name, live)) = marked.try_next().await? {
             for d in live.manifests {
                 add.manifests.insert((name.clone(), d));
@@ -680,4 +697,35 @@ pub(crate) async fn remark(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_the_digest_bytes_and_tell_algorithms_apart() {
+        let d = Digest::sha256(b"layer");
+        let k = key(&d);
+        let hex: String = k.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(hex, d.hex());
+        let long = Digest::parse(&format!("sha512:{}", "ab".repeat(64))).unwrap();
+        assert_ne!(
+            key(&long),
+            key(&Digest::parse(&format!("sha512:{}", "cd".repeat(64))).unwrap())
+        );
+    }
+
+    #[test]
+    fn sorted_sets_keep_each_value_once_across_compactions() {
+        let mut s: Sorted<u32> = Sorted::default();
+        for round in 0..5 {
+            for v in 0..10_000u32 {
+                s.push(v * 2 + round % 2);
+            }
+        }
+        s.freeze();
+        assert_eq!(s.items.len(), 20_000);
+        assert!(s.contains(&0) && s.contains(&19_999) && !s.contains(&20_000));
+    }
 }

@@ -124,7 +124,7 @@ impl SetKind {
 
 /// A published set is written in parts of about this size, so that neither the collector
 /// nor a reader needs it in one buffer.
-const PART_BYTES: usize = 1 << 20;
+const PART_BYTES: usize = 256 << 10;
 
 /// Writes one published set part by part; lines may carry a note after a tab (the
 /// collector's own: sizes, a referrer's subject) that readers ignore.
@@ -142,6 +142,9 @@ impl SetWriter {
     pub async fn push(&mut self, r: &ObjectRef, note: &str) -> Result<()> {
         use std::io::Write;
         // Writing to a Vec cannot fail.
+        if self.buf.capacity() == 0 {
+            self.buf.reserve_exact(PART_BYTES + 4096);
+        }
         let _ = write!(self.buf, "{r}");
         if !note.is_empty() {
             self.buf.push(b'\t');
@@ -177,18 +180,31 @@ impl SetWriter {
     }
 }
 
-/// The objects of one published part, with their notes.
-pub fn part_lines(data: &[u8], key: &str) -> Result<Vec<(ObjectRef, String)>> {
-    let text = std::str::from_utf8(data).map_err(|_| Error::corrupt(key, "not UTF-8"))?;
-    text.lines()
-        .filter(|l| !l.is_empty())
-        .map(|line| {
+/// One published part, read back: its objects, with their notes, parsed as iterated.
+pub struct SetPart {
+    text: String,
+    key: String,
+}
+
+impl SetPart {
+    fn new(data: Bytes, key: &str) -> Result<Self> {
+        let text =
+            String::from_utf8(Vec::from(data)).map_err(|_| Error::corrupt(key, "not UTF-8"))?;
+        Ok(SetPart {
+            text,
+            key: key.to_owned(),
+        })
+    }
+
+    /// The objects and their notes, in the order written.
+    pub fn iter(&self) -> impl Iterator<Item = Result<(ObjectRef, &str)>> + '_ {
+        self.text.lines().filter(|l| !l.is_empty()).map(|line| {
             let (object, note) = line.split_once('\t').unwrap_or((line, ""));
             ObjectRef::parse(object)
-                .map(|r| (r, note.to_owned()))
-                .ok_or_else(|| Error::corrupt(key, format!("bad object line {line:?}")))
+                .map(|r| (r, note))
+                .ok_or_else(|| Error::corrupt(&self.key, format!("bad object line {line:?}")))
         })
-        .collect()
+    }
 }
 
 /// One object the collector may delete, named the way writers reuse it.
@@ -858,10 +874,10 @@ impl Run {
     }
 
     /// Reads back part `n` of one of this run's sets.
-    pub async fn read_part(&self, kind: SetKind, n: u32) -> Result<Vec<(ObjectRef, String)>> {
+    pub async fn read_part(&self, kind: SetKind, n: u32) -> Result<SetPart> {
         let data = read_part(&self.store.inner.backend, &self.state.run, kind, n).await?;
-        part_lines(
-            &data,
+        SetPart::new(
+            data,
             layout::run_set_part(&self.state.run, kind.name(), n).as_ref(),
         )
     }
