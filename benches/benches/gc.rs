@@ -18,7 +18,7 @@
 //! wall time and peak RSS of each, and checks that both deleted exactly the untagged
 //! images; `stowage fsck` afterwards for the live chunks. (2) On local disk, Stowage's
 //! collection at 1/4 and 1/2 of the size, for how its cost grows. (3) `stowage serve`
-//! on the collected store and `stowage bench push` (64 x 1 MiB, 4 clients) without and
+//! on the collected store and `stowage bench push` (256 x 1 MiB, 4 clients) without and
 //! with collections running back to back, alternating, medians.
 //!
 //! Local disk runs at scale 1 with 3 rounds of pushes, S3 at 0.05 with one, unless
@@ -451,7 +451,7 @@ fn median(mut xs: Vec<f64>) -> Option<f64> {
 fn push_bench(ctx: &Ctx, url: &str, name: &str) -> Result<(f64, Measured)> {
     let mut cmd = Command::new(&ctx.stowage);
     cmd.args(["bench", "push", "--registry", url])
-        .args(["--count", "64", "--size", "1048576", "--concurrency", "4"])
+        .args(["--count", "256", "--size", "1048576", "--concurrency", "4"])
         .args(["--repo", &format!("bench/{name}"), "--json"]);
     let m = run_measured(&mut cmd, &ctx.logs, name, Duration::from_secs(600))?;
     m.check("stowage bench push")?;
@@ -997,7 +997,7 @@ impl Summary<'_> {
         let slowdown = pu["slowdown"].as_f64().unwrap_or(0.0);
         println!();
         println!(
-            "pushes (64 x 1 MiB, 4 clients), median of {}: {:.1} MB/s without gc, {:.1} MB/s \
+            "pushes (256 x 1 MiB, 4 clients), median of {}: {:.1} MB/s without gc, {:.1} MB/s \
              during a collection: slowdown {:.1}% (target < 10%: {})",
             pu["rounds"].as_array().map_or(0, Vec::len),
             pu["without_gc_median_mb_s"].as_f64().unwrap_or(0.0),
