@@ -234,4 +234,8 @@ fn gc_dry_run_then_collect_with_a_config_file() {
     let bad = stowage(dir.path(), &["gc", "--grace", "soon"]);
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("soon"));
+    // Niceness is 0 (unchanged) to 19.
+    let bad = stowage(dir.path(), &["gc", "--nice", "25"]);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("--nice"));
 }

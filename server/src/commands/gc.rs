@@ -46,6 +46,34 @@ pub struct GcArgs {
     /// Listings and reads in flight at once [default: 32].
     #[arg(long)]
     concurrency: Option<usize>,
+    /// CPU niceness of the run, so that servers on the same machine keep their share of
+    /// it (0 leaves the priority as it is).
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(i32).range(0..=19))]
+    nice: i32,
+}
+
+/// Lowers the CPU priority of every thread of this process: Linux keeps niceness per
+/// thread, and threads started later (the runtime's blocking threads) inherit it from
+/// the thread that starts them.
+fn lower_priority(nice: i32) {
+    if nice == 0 {
+        return;
+    }
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return;
+    };
+    for task in tasks.flatten() {
+        let tid = task
+            .file_name()
+            .to_str()
+            .and_then(|t| t.parse().ok())
+            .and_then(rustix::process::Pid::from_raw);
+        if let Some(tid) = tid
+            && let Err(e) = rustix::process::setpriority_process(Some(tid), nice)
+        {
+            tracing::debug!(error = %e, "could not lower a thread's priority");
+        }
+    }
 }
 
 fn duration(text: &str) -> Result<std::time::Duration, String> {
@@ -119,6 +147,7 @@ pub async fn gc(cli_store: StoreOptions, storage_flag: bool, args: GcArgs) -> an
         .unwrap_or_else(GcConfig::default)
         .options(&over)?;
     gc_options.host = format!("stowage gc (pid {})", std::process::id());
+    lower_priority(args.nice);
     // The collector writes no content: no dedup index to load.
     options.dedup_index = false;
     let store = Store::open(options).await?;
