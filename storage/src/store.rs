@@ -889,6 +889,28 @@ async fn load_or_create_identity(
             return serde_json::from_slice(&data)
                 .map_err(|e| Error::corrupt(key.as_ref(), format!("store identity: {e}")));
         }
+        // A store that holds content but lost its identity is damaged: a new identity
+        // could name other chunking parameters than its packs were cut with.
+        let mut holds = false;
+        for prefix in ["packs", "blobs", "repos"] {
+            let mut listing = backend.list(&object_store::path::Path::from(prefix));
+            if futures::StreamExt::next(&mut listing)
+                .await
+                .transpose()?
+                .is_some()
+            {
+                holds = true;
+                break;
+            }
+        }
+        if holds {
+            return Err(Error::corrupt(
+                key.as_ref(),
+                "the store identity is missing but the store holds content; restore it from a \
+                 backup (its chunking parameters must match the packs') instead of creating a \
+                 new one",
+            ));
+        }
         let identity = StoreIdentity::new(requested.unwrap_or_default());
         let json = serde_json::to_vec_pretty(&identity)
             .map_err(|e| Error::Task(format!("encoding identity: {e}")))?;

@@ -630,8 +630,24 @@ async fn a_store_keeps_its_chunking_parameters(kind: Kind) {
     ));
     let mut unspecified = t.options.clone();
     unspecified.chunking = None;
-    let reopened = stowage_storage::Store::open(unspecified).await.unwrap();
+    let reopened = stowage_storage::Store::open(unspecified.clone())
+        .await
+        .unwrap();
     assert_eq!(reopened.identity().chunking, custom);
+    // A lost identity is not silently replaced (the default would not match the packs).
+    if let Some(dir) = &t.dir {
+        let blob = random_bytes(100_000, 5);
+        reopened
+            .put_blob(&Digest::sha256(&blob), stream_of(blob, vec![65_536]))
+            .await
+            .unwrap();
+        std::fs::remove_file(dir.path().join("stowage.json")).unwrap();
+        let err = stowage_storage::Store::open(unspecified).await.unwrap_err();
+        assert!(
+            matches!(err, Error::Corrupt { .. }) && err.to_string().contains("stowage.json"),
+            "{err}"
+        );
+    }
 }
 
 async fn many_small_packs_read_back(kind: Kind) {
