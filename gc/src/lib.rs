@@ -184,12 +184,18 @@ pub async fn collect(
     let run = Arc::new(tokio::sync::Mutex::new(
         Run::begin(store, &options.host).await?,
     ));
+    // Stopped by a signal, never aborted: a heartbeat cancelled between its write and
+    // learning the new version would leave the run unable to write its state again.
+    let (stop, mut stopped) = tokio::sync::watch::channel(false);
     let beat = tokio::spawn({
         let run = run.clone();
         async move {
             let mut tick = tokio::time::interval(collection::HEARTBEAT);
             loop {
-                tick.tick().await;
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = stopped.changed() => return,
+                }
                 if let Err(e) = run.lock().await.heartbeat().await {
                     tracing::warn!(error = %e, "collection heartbeat failed");
                 }
@@ -197,7 +203,10 @@ pub async fn collect(
         }
     });
     let result = drive(store, options, &run, &mut report, progress, &mut timer).await;
-    beat.abort();
+    let _ = stop.send(true);
+    if let Err(e) = beat.await {
+        tracing::warn!(error = %e, "collection heartbeat task failed");
+    }
     let mut run = run.lock().await;
     report.run = Some(run.id().to_owned());
     match result {
