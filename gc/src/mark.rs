@@ -333,7 +333,7 @@ async fn mark_repo(
 }
 
 /// The manifests a tag keeps: its kept revisions.
-async fn kept_revisions(
+async fn tag_revisions(
     ctx: &Ctx<'_>,
     repo: &RepoName,
     tag: &Tag,
@@ -356,11 +356,19 @@ async fn kept_revisions(
         .collect())
 }
 
-/// The repositories with a catalog entry, and their namespaces.
-async fn namespaces(store: &Store) -> Result<(Vec<RepoName>, Vec<String>), Error> {
-    let names = store.all_repositories().await?;
-    let ns = stowage_storage::namespaces(&names);
-    Ok((names, ns))
+/// The manifests `tags` keep, their records read side by side.
+async fn kept_revisions(
+    ctx: &Ctx<'_>,
+    repo: &RepoName,
+    tags: Vec<Tag>,
+    rules: Rules,
+) -> Result<Vec<Digest>, Error> {
+    let kept: Vec<Vec<Digest>> = futures::stream::iter(tags)
+        .map(|t| async move { tag_revisions(ctx, repo, &t, rules).await })
+        .buffer_unordered(REPO_READS)
+        .try_collect()
+        .await?;
+    Ok(kept.into_iter().flatten().collect())
 }
 
 /// Counts of what the first mark examined.
@@ -379,7 +387,8 @@ pub(crate) struct Examined {
 /// sessions and packs; every dead object older than the grace period goes to `sink`.
 pub(crate) async fn first_mark(ctx: &Ctx<'_>, sink: &mut Sink) -> Result<Examined, Error> {
     let mut ex = Examined::default();
-    let (names, nss) = namespaces(ctx.store).await?;
+    let names = ctx.store.all_repositories().await?;
+    let nss = stowage_storage::namespaces(&names);
     ctx.progress.phase("mark repositories", None);
     let names = &names;
     let mut live_blobs: Sorted<Key> = Sorted::default();
@@ -391,15 +400,8 @@ pub(crate) async fn first_mark(ctx: &Ctx<'_>, sink: &mut Sink) -> Result<Examine
             .map(|(name, inv)| async move {
                 let idx = RepoIndex::new(inv);
                 let rules = ctx.policy.rules_for(&name);
-                let mut roots: Vec<Digest> = Vec::new();
                 let tags: Vec<Tag> = idx.tags.iter().map(|t| t.item.clone()).collect();
-                let name = &name;
-                let kept: Vec<Vec<Digest>> = futures::stream::iter(tags)
-                    .map(|t| async move { kept_revisions(ctx, name, &t, rules).await })
-                    .buffer_unordered(REPO_READS)
-                    .try_collect()
-                    .await?;
-                roots.extend(kept.into_iter().flatten());
+                let mut roots = kept_revisions(ctx, &name, tags, rules).await?;
                 for (d, modified) in &idx.manifests {
                     let by_rule = !rules.delete_untagged
                         || rules
@@ -610,13 +612,7 @@ pub(crate) async fn remark(
                         .filter(|t| t.modified > since)
                         .map(|t| t.item.clone())
                         .collect();
-                    let name = &name;
-                    let kept: Vec<Vec<Digest>> = futures::stream::iter(changed)
-                        .map(|t| async move { kept_revisions(ctx, name, &t, rules).await })
-                        .buffer_unordered(REPO_READS)
-                        .try_collect()
-                        .await?;
-                    roots.extend(kept.into_iter().flatten());
+                    roots.extend(kept_revisions(ctx, &name, changed, rules).await?);
                     roots.extend(
                         idx.manifests
                             .iter()

@@ -18,9 +18,6 @@ use crate::recipe::Recipe;
 use crate::store::Store;
 use crate::upload::{self, SessionState, UploadId};
 
-/// Listings run this many at once.
-const LIST_CONCURRENCY: usize = 16;
-
 /// An object seen in a listing: what it is, and when the backend last wrote it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Listed<T> {
@@ -106,21 +103,6 @@ impl Store {
         self.repositories(None, None, None).await
     }
 
-    /// Every repository's objects, from one listing per namespace (side by side), with
-    /// `names` (the catalog) telling which namespaces to list. Repositories found that
-    /// the catalog lacks are included too.
-    pub async fn repository_inventories(
-        &self,
-        names: &[RepoName],
-    ) -> Result<std::collections::HashMap<RepoName, RepoInventory>> {
-        let listed: Vec<_> = futures::stream::iter(namespaces(names))
-            .map(|ns| async move { self.namespace_inventory(&ns, names).await })
-            .buffer_unordered(LIST_CONCURRENCY)
-            .try_collect()
-            .await?;
-        Ok(listed.into_iter().flatten().collect())
-    }
-
     /// The objects of every repository in namespace `ns` (the first component of a
     /// name), from one listing; the repositories of `names` in it are included even if
     /// empty, and ones found that `names` lacks too.
@@ -197,21 +179,6 @@ impl Store {
             })
             .try_collect()
             .await
-    }
-
-    /// Every recipe, listed in shards side by side.
-    pub async fn list_recipes(&self) -> Result<Vec<Listed<Digest>>> {
-        let shards: Vec<Vec<Listed<Digest>>> = futures::stream::iter(self.recipe_shards().await?)
-            .map(|shard| async move { self.list_recipe_shard(&shard).await })
-            .buffer_unordered(LIST_CONCURRENCY)
-            .try_collect()
-            .await?;
-        Ok(shards.concat())
-    }
-
-    /// Every pack.
-    pub async fn list_packs(&self) -> Result<Vec<Listed<PackInfo>>> {
-        self.pack_listing().try_collect().await
     }
 
     /// Every pack, as the listing streams in (nothing held).
