@@ -35,6 +35,14 @@ pub enum Error {
     /// A tag outside the OCI grammar.
     #[error("invalid tag {0:?}: must match [a-zA-Z0-9_][a-zA-Z0-9._-]{{0,127}}")]
     InvalidTag(String),
+    /// A record name that could leave its area of the store.
+    #[error("invalid record name {name:?}: {reason}")]
+    InvalidRecordName {
+        /// The name given.
+        name: String,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// An upload session id that is not one this store issues.
     #[error("invalid upload id {0:?}")]
     InvalidUploadId(String),

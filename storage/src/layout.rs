@@ -18,6 +18,9 @@
 //! gc/runs/<run>/sealed/<n>                            what it will delete, in parts
 //! gc/runs/<run>/rescues/<nonce>                       objects a writer reused meanwhile
 //! gc/writers/<id>                                     a writing process's presence, renewed
+//! auth/policy                                         users, teams, namespaces, grants (compare-and-swap)
+//! auth/tokens/<id>                                    a personal or robot token, hashed
+//! auth/keys/<kid>                                     a signing key of the token service
 //! ```
 //!
 //! Repository path components cannot start with `_`, so the `_blobs`-style markers never
@@ -30,6 +33,11 @@ use crate::digest::{Algorithm, Digest};
 use crate::names::{RepoName, Tag};
 use crate::pack::PackId;
 use crate::upload::UploadId;
+
+/// A record of another part of Stowage ([`crate::Records`]); `name` already checked.
+pub(crate) fn record(area: &str, name: &str) -> Path {
+    Path::from(format!("{area}/{name}"))
+}
 
 pub(crate) fn config() -> Path {
     Path::from("stowage.json")

@@ -32,6 +32,7 @@ mod names;
 mod pack;
 mod reader;
 mod recipe;
+mod records;
 mod repo;
 mod store;
 mod upload;
@@ -55,6 +56,7 @@ pub use inventory::{
 pub use names::{MAX_REPO_NAME_LEN, Reference, RepoName, Tag};
 pub use pack::PackId;
 pub use reader::ByteStream;
+pub use records::{RecordEntry, RecordVersion, Records};
 pub use repo::{Descriptor, Manifest, ManifestLink, References, Repository, TagEvent, TagRecord};
 pub use store::{BlobInfo, BlobRead, BlobReader, Stats, Store, StoreOptions};
 pub use upload::{UploadId, UploadStatus};

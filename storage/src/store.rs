@@ -275,6 +275,11 @@ impl Store {
         self.inner.write.index.stats()
     }
 
+    /// A handle on one area of small records kept beside the images (`"auth"`).
+    pub fn records(&self, area: &str) -> Result<crate::Records> {
+        crate::Records::new(self.inner.backend.clone(), area)
+    }
+
     /// A handle on one repository's metadata.
     pub fn repository(&self, name: &RepoName) -> Repository {
         Repository::new(self.clone(), name.clone())
