@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use futures::{StreamExt as _, TryStreamExt};
@@ -15,7 +15,10 @@ use stowage_storage::{
     Descriptor, Digest, ManifestLink, Reference, References, RepoName, Store, Tag, UploadId,
 };
 
+use stowage_auth::Caller;
+
 use crate::accept::Accept;
+use crate::auth::Gate;
 use crate::error::{ApiError, BodyTooLarge, ErrorCode};
 use crate::route::{self, Route};
 
@@ -39,6 +42,8 @@ pub struct AppState {
     pub public_url: Option<String>,
     /// Prometheus instruments, served at `/metrics`.
     pub metrics: crate::metrics::Metrics,
+    /// Access control; `None`: none at all (every caller may do everything).
+    pub gate: Option<Gate>,
 }
 
 /// Which kinds of DELETE the registry accepts; operators of shared registries often
@@ -75,6 +80,7 @@ impl AppState {
             deletes: Deletes::default(),
             public_url: None,
             metrics: crate::metrics::Metrics::new(),
+            gate: None,
         }
     }
 }
@@ -82,20 +88,65 @@ impl AppState {
 /// The registry's HTTP routes, with metrics recorded for each request.
 pub fn router(state: AppState) -> Router {
     let metrics = state.metrics.clone().with_store(state.store.clone());
-    Router::new()
+    let gate = state.gate.clone();
+    let mut router = Router::new()
         .route("/healthz", get(|| async { "ok" }))
-        .route("/v2", any(base))
-        .route("/v2/", any(base))
+        .route("/v2", any(dispatch))
+        .route("/v2/", any(dispatch))
         .route("/v2/{*rest}", any(dispatch))
         .with_state(state)
         .route(
             "/metrics",
-            get(crate::metrics::expose).with_state(metrics.clone()),
-        )
-        .layer(axum::middleware::from_fn_with_state(
-            metrics,
-            crate::metrics::record,
-        ))
+            get(expose_metrics).with_state((metrics.clone(), gate.clone())),
+        );
+    if let Some(gate) = gate {
+        router = router
+            .route(
+                "/auth/token",
+                get(crate::auth::token_endpoint)
+                    .post(crate::auth::token_endpoint)
+                    .with_state(gate.clone()),
+            )
+            .route(
+                "/stowage/v1/admin",
+                axum::routing::post(crate::auth::admin_endpoint).with_state(gate.clone()),
+            )
+            .route(
+                "/stowage/v1/whoami",
+                get(crate::auth::admin_endpoint).with_state(gate),
+            );
+    }
+    router.layer(axum::middleware::from_fn_with_state(
+        metrics,
+        crate::metrics::record,
+    ))
+}
+
+/// `/metrics`, for registry admins only when access control is on (it names endpoints
+/// and counts what the registry holds), unless configured public.
+async fn expose_metrics(
+    State((metrics, gate)): State<(crate::metrics::Metrics, Option<Gate>)>,
+    req: axum::extract::Request,
+) -> Response {
+    if let Some(g) = &gate
+        && g.auth.enabled()
+        && !g.public_metrics
+    {
+        let (parts, _) = req.into_parts();
+        let allowed = match crate::auth::caller_of(Some(g), &parts).await {
+            Ok(caller) => g.may_read_metrics(&caller),
+            Err(e) => return e.into_response(),
+        };
+        if !allowed {
+            return ApiError::new(
+                StatusCode::FORBIDDEN,
+                ErrorCode::Denied,
+                "/metrics is for registry admins",
+            )
+            .into_response();
+        }
+    }
+    crate::metrics::expose(State(metrics)).await.into_response()
 }
 
 const API_VERSION: &str = "registry/2.0";
@@ -125,13 +176,10 @@ async fn base() -> Response {
     )
 }
 
-async fn dispatch(
-    State(state): State<AppState>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
+async fn dispatch(State(state): State<AppState>, request: axum::extract::Request) -> Response {
+    let (parts, body) = request.into_parts();
+    let (method, uri, headers) = (&parts.method, &parts.uri, &parts.headers);
+    let method = method.clone();
     // Path and query are read here rather than by axum's extractors, whose plain-text
     // rejections (bad percent-encoding, say) would bypass the spec's error bodies.
     let raw_query = uri.query().unwrap_or("");
@@ -150,11 +198,17 @@ async fn dispatch(
                 )
             })?;
         let route = route::parse(&rest)?;
+        // Every request passes the one access decision, with what its route needs.
+        let caller = crate::auth::caller_of(state.gate.as_ref(), &parts).await?;
+        if let Some(gate) = &state.gate {
+            gate.authorize(&caller, &crate::auth::need(&route, &method), headers)?;
+        }
         let req = Request {
             state: &state,
             query: &query,
             raw_query,
-            headers: &headers,
+            headers,
+            caller: &caller,
         };
         match (route, method) {
             (Route::Base, _) => Ok(base().await),
@@ -174,6 +228,7 @@ async fn dispatch(
             (Route::Upload(name, id), Method::GET) => req.upload_status(&name, &id).await,
             (Route::Upload(name, id), Method::DELETE) => {
                 state.store.cancel_upload(&id, &name).await?;
+                req.audit("cancel-upload", &name, &id.to_string());
                 Ok(StatusCode::NO_CONTENT.into_response())
             }
             (route, method) => Err(ApiError::new(
@@ -215,6 +270,8 @@ struct Request<'a> {
     /// The query as sent, for keys that repeat (`?tag=a&tag=b`).
     raw_query: &'a str,
     headers: &'a HeaderMap,
+    /// Who is asking (already authorized for the route).
+    caller: &'a Caller,
 }
 
 fn upload_location(name: &RepoName, id: &UploadId) -> String {
@@ -233,6 +290,27 @@ fn upload_range(offset: u64) -> String {
 impl Request<'_> {
     fn store(&self) -> &Store {
         &self.state.store
+    }
+
+    /// Whether the caller may pull from `name` (listings, mounts).
+    fn may_pull(&self, name: &RepoName) -> bool {
+        self.state
+            .gate
+            .as_ref()
+            .is_none_or(|g| g.may_pull(self.caller, name))
+    }
+
+    /// One structured audit line for a change, naming who made it.
+    fn audit(&self, action: &str, repo: &RepoName, what: &str) {
+        tracing::info!(
+            target: "stowage::audit",
+            who = %self.caller.principal,
+            token = self.caller.token.as_ref().map(|t| t.id.as_str()),
+            action,
+            repository = %repo,
+            what,
+            "registry change"
+        );
     }
 
     /// A blob request's body as a stream that fails with [`BodyTooLarge`] once the
@@ -348,15 +426,19 @@ impl Request<'_> {
         let repo = self.store().repository(name);
         if let Some(mount) = self.query.get("mount") {
             let digest = Digest::parse(mount)?;
+            let open = self.state.gate.as_ref().is_none_or(|g| !g.auth.enabled());
             let source = match self.query.get("from") {
-                Some(from) => {
-                    self.store()
-                        .repository(&RepoName::parse(from)?)
-                        .blob(&digest)
-                        .await?
-                }
-                // Without `from`, any committed blob may be mounted (OCI 1.1).
-                None => self.store().blob(&digest).await?,
+                // Only from a repository the caller may pull: else a plain upload.
+                Some(from) => match RepoName::parse(from) {
+                    Ok(from) if self.may_pull(&from) => {
+                        self.store().repository(&from).blob(&digest).await?
+                    }
+                    _ => None,
+                },
+                // Without `from`, any committed blob may be mounted (OCI 1.1), but only
+                // where nothing is private: a digest alone must not read another's blob.
+                None if open => self.store().blob(&digest).await?,
+                None => None,
             };
             if source.is_some() {
                 repo.link_blob(&digest).await?;
@@ -490,11 +572,14 @@ impl Request<'_> {
     }
 
     async fn catalog(&self) -> Result<Response, ApiError> {
+        // Filtered by access before paging, so that a page is never short or leaky.
+        let after = self.query.get("last").map(String::as_str);
         let all: Vec<String> = self
             .store()
-            .repositories(None, None, None)
+            .repositories(None, after, None)
             .await?
-            .iter()
+            .into_iter()
+            .filter(|r| self.may_pull(r))
             .map(|r| r.to_string())
             .collect();
         let (repos, link) = self.page(all, "/v2/_catalog")?;
@@ -706,11 +791,14 @@ impl Request<'_> {
             &references,
         )
         .await?;
+        self.audit("push-manifest", name, &digest.to_string());
         if let Reference::Tag(t) = reference {
             repo.set_tag(t, &digest).await?;
+            self.audit("tag", name, &format!("{t} -> {digest}"));
         }
         for t in &extra_tags {
             repo.set_tag(t, &digest).await?;
+            self.audit("tag", name, &format!("{t} -> {digest}"));
         }
         let mut resp = created(&format!("/v2/{name}/manifests/{digest}"), &digest);
         if !extra_tags.is_empty() {
@@ -738,6 +826,7 @@ impl Request<'_> {
                 format!("blob {digest} is not in repository {name}"),
             ));
         }
+        self.audit("delete-blob", name, &digest.to_string());
         Ok(StatusCode::ACCEPTED.into_response())
     }
 
@@ -765,6 +854,7 @@ impl Request<'_> {
                 format!("manifest {reference} is not in repository {name}"),
             ));
         }
+        self.audit(&format!("delete-{what}"), name, &reference.to_string());
         Ok(StatusCode::ACCEPTED.into_response())
     }
 

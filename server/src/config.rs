@@ -33,6 +33,54 @@ pub struct FileConfig {
     pub tls: Option<TlsConfig>,
     /// Garbage collection: policy for `stowage gc`, and an optional schedule for `serve`.
     pub gc: Option<GcConfig>,
+    /// Access control: bootstrap admins, the token service, limits.
+    pub auth: Option<AuthSection>,
+    /// Connection limits against slow and greedy clients.
+    pub limits: Option<LimitsSection>,
+}
+
+/// The `[auth]` section. Users, teams, namespaces and grants are not here: they are
+/// data in the store (`stowage admin`), so every replica sees the same.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthSection {
+    /// Users who are registry-wide admins whatever the store says (turns access
+    /// control on even before any account exists in the store).
+    pub admins: Vec<String>,
+    /// The token service's name (issuer and audience of registry tokens); default: the
+    /// public URL's host, else `stowage`. Replicas of one registry must agree.
+    pub service: Option<String>,
+    /// Lifetime of registry tokens (default `5m`).
+    pub token_ttl: Option<String>,
+    /// How often the policy is re-read from the store (default `5s`, at most `10s`).
+    pub refresh: Option<String>,
+    /// Failed logins allowed per client address per minute (default 20; 0: no limit).
+    pub failed_login_limit: Option<u32>,
+    /// Let anyone read `/metrics` (default: registry admins only when auth is on).
+    pub public_metrics: Option<bool>,
+}
+
+/// The `[limits]` section.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsSection {
+    /// Seconds a client may take to send a request's headers (default 10).
+    pub header_read_timeout_secs: Option<u64>,
+    /// Connections open at once from one client address (default 256; 0: no bound).
+    pub max_connections_per_client: Option<usize>,
+    /// Connections open at once in all (default: 3/4 of the descriptor limit).
+    pub max_connections: Option<usize>,
+}
+
+/// Access control settings, resolved.
+#[derive(Debug, Clone)]
+pub struct AuthSettings {
+    /// The access model's settings.
+    pub model: stowage_auth::AuthConfig,
+    /// Failed logins per address per minute.
+    pub failed_login_limit: u32,
+    /// `/metrics` for anyone.
+    pub public_metrics: bool,
 }
 
 /// The `[gc]` section. Durations are text: `"90s"`, `"15m"`, `"24h"`, `"7d"`.
@@ -197,6 +245,10 @@ pub struct ServeConfig {
     pub tls: Option<TlsConfig>,
     /// Collect in-process with these options this often (`gc.every`).
     pub gc: Option<(stowage_gc::Options, std::time::Duration)>,
+    /// See [`FileConfig::auth`].
+    pub auth: AuthSettings,
+    /// See [`FileConfig::limits`].
+    pub conn: crate::conn::ConnLimits,
 }
 
 /// Values given on the command line or in the environment (clap merges those two).
@@ -272,7 +324,23 @@ impl ServeConfig {
             },
             None => None,
         };
+        let auth = resolve_auth(file.auth.unwrap_or_default(), public_url.as_deref())?;
+        let mut conn = crate::conn::ConnLimits::default();
+        if let Some(l) = file.limits {
+            if let Some(s) = l.header_read_timeout_secs {
+                anyhow::ensure!(s > 0, "limits.header_read_timeout_secs must be at least 1");
+                conn.header_read_timeout = std::time::Duration::from_secs(s);
+            }
+            if let Some(n) = l.max_connections_per_client {
+                conn.per_client = n;
+            }
+            if let Some(n) = l.max_connections {
+                conn.max_connections = n;
+            }
+        }
         Ok(ServeConfig {
+            auth,
+            conn,
             gc,
             listen,
             public_url,
@@ -285,6 +353,60 @@ impl ServeConfig {
             tls,
         })
     }
+}
+
+/// Resolves the `[auth]` section over its defaults.
+pub fn resolve_auth(a: AuthSection, public_url: Option<&str>) -> anyhow::Result<AuthSettings> {
+    let mut model = stowage_auth::AuthConfig::default();
+    for admin in &a.admins {
+        anyhow::ensure!(
+            stowage_auth::policy::valid_account(admin),
+            "auth.admins: {admin:?} is not a valid user name"
+        );
+    }
+    model.admins = a.admins;
+    model.service = match (a.service, public_url) {
+        (Some(s), _) => s,
+        (None, Some(u)) => url::Url::parse(u)
+            .ok()
+            .and_then(|u| {
+                u.host_str().map(|h| {
+                    format!(
+                        "{h}{}",
+                        u.port().map(|p| format!(":{p}")).unwrap_or_default()
+                    )
+                })
+            })
+            .unwrap_or_else(|| "stowage".into()),
+        (None, None) => "stowage".into(),
+    };
+    let duration =
+        |field: &str, v: &Option<String>| -> anyhow::Result<Option<std::time::Duration>> {
+            v.as_deref()
+                .map(|t| {
+                    stowage_gc::parse_duration(t).map_err(|e| anyhow::anyhow!("auth.{field}: {e}"))
+                })
+                .transpose()
+        };
+    if let Some(t) = duration("token_ttl", &a.token_ttl)? {
+        anyhow::ensure!(
+            t.as_secs() >= 30 && t.as_secs() <= 86_400,
+            "auth.token_ttl must be between 30s and 1d"
+        );
+        model.token_ttl = t;
+    }
+    if let Some(r) = duration("refresh", &a.refresh)? {
+        anyhow::ensure!(
+            r.as_secs() >= 1 && r.as_secs() <= 10,
+            "auth.refresh must be between 1s and 10s (the bound on how late a change made elsewhere is obeyed)"
+        );
+        model.refresh = r;
+    }
+    Ok(AuthSettings {
+        model,
+        failed_login_limit: a.failed_login_limit.unwrap_or(20),
+        public_metrics: a.public_metrics.unwrap_or(false),
+    })
 }
 
 #[cfg(test)]

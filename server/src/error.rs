@@ -180,6 +180,30 @@ impl From<StoreError> for ApiError {
     }
 }
 
+impl From<stowage_auth::AuthError> for ApiError {
+    fn from(e: stowage_auth::AuthError) -> Self {
+        use StatusCode as S;
+        use stowage_auth::AuthError as A;
+        let msg = e.to_string();
+        match e {
+            A::Unauthenticated(_) => ApiError::new(S::UNAUTHORIZED, ErrorCode::Unauthorized, msg),
+            A::Denied(_) => ApiError::new(S::FORBIDDEN, ErrorCode::Denied, msg),
+            A::Invalid(_) => ApiError::new(S::BAD_REQUEST, ErrorCode::Unsupported, msg),
+            A::NotFound(_) => ApiError::new(S::NOT_FOUND, ErrorCode::NameUnknown, msg),
+            A::Exists(_) | A::Conflict => ApiError::new(S::CONFLICT, ErrorCode::Unsupported, msg),
+            A::Store(s) => s.into(),
+            A::Corrupt { .. } | A::Crypto(_) => {
+                tracing::error!(error = %msg, "access control failure");
+                ApiError::new(
+                    S::INTERNAL_SERVER_ERROR,
+                    ErrorCode::Unsupported,
+                    "internal access control error; see the server log",
+                )
+            }
+        }
+    }
+}
+
 #[derive(Serialize)]
 struct Body<'a> {
     errors: [Entry<'a>; 1],

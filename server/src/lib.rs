@@ -3,7 +3,9 @@
 
 pub mod accept;
 pub mod api;
+pub mod auth;
 pub mod config;
+pub mod conn;
 pub mod error;
 pub mod metrics;
 pub mod route;

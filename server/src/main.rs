@@ -89,6 +89,21 @@ enum Command {
     },
     /// Delete what no kept tag reaches (garbage collection), while servers keep running.
     Gc(commands::gc::GcArgs),
+    /// Manage access: users, teams, namespaces, robots, grants (on the store, or
+    /// through a server with --server).
+    Admin {
+        #[command(flatten)]
+        target: commands::access::Target,
+        #[command(subcommand)]
+        command: commands::access::AdminCommand,
+    },
+    /// Create, list and revoke tokens (on the store, or through a server with --server).
+    Token {
+        #[command(flatten)]
+        target: commands::access::Target,
+        #[command(subcommand)]
+        command: commands::access::TokenCommand,
+    },
     /// Check that every tag, manifest, recipe and chunk is consistent; report, never fix.
     ///
     /// Exits with 1 when anything of severity error is found.
@@ -174,6 +189,12 @@ async fn main() -> std::process::ExitCode {
         Command::Uploads { json } => commands::uploads(options, json).await,
         Command::Bench { workload } => commands::bench::run(workload).await,
         Command::Gc(args) => commands::gc::gc(options, storage_flag, args).await,
+        Command::Admin { target, command } => {
+            commands::access::admin(options, target, command).await
+        }
+        Command::Token { target, command } => {
+            commands::access::token(options, target, command).await
+        }
         Command::Fsck { rehash, json } => match commands::fsck(options, rehash, json).await {
             // The findings are printed; the exit code says there were errors among them.
             Ok(false) => return std::process::ExitCode::FAILURE,

@@ -1,5 +1,6 @@
 //! Operator commands on the storage engine.
 
+pub mod access;
 pub mod bench;
 mod blob;
 mod fsck;
