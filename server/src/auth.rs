@@ -159,15 +159,16 @@ impl Gate {
         headers: &HeaderMap,
         addr: Option<IpAddr>,
     ) -> Result<Caller, ApiError> {
-        let Some((scheme, credentials)) = authorization(headers)? else {
+        let parsed = authorization(headers).map_err(|e| self.challenge(headers, None, e))?;
+        let Some((scheme, credentials)) = parsed else {
             return Ok(Caller::anonymous());
         };
         self.failed.check(addr)?;
         let result = match scheme.as_str() {
-            "basic" => {
-                let (user, pass) = basic(&credentials)?;
-                self.auth.verify_basic(&user, &pass).await
-            }
+            "basic" => match basic(&credentials) {
+                Ok((user, pass)) => self.auth.verify_basic(&user, &pass).await,
+                Err(e) => Err(AuthError::Unauthenticated(e.message)),
+            },
             "bearer" => self.auth.verify_bearer(&credentials).await,
             other => Err(AuthError::Unauthenticated(format!(
                 "unsupported authorization scheme {other:?}"
