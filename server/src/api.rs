@@ -464,7 +464,7 @@ impl Request<'_> {
         if let Some(len) = self
             .header(header::CONTENT_LENGTH)
             .and_then(|l| l.parse::<u64>().ok())
-            && end + 1 - start != len
+            && end.checked_sub(start).and_then(|n| n.checked_add(1)) != Some(len)
         {
             let current = self.store().upload_status(id, name).await?.offset;
             return Err(ApiError::new(

@@ -49,6 +49,9 @@ fn header_value() -> impl Strategy<Value = String> {
         Just("bytes=5-2".to_string()),
         Just("bytes=-0".to_string()),
         Just("0-99999999999999999999".to_string()),
+        // end = u64::MAX: `end + 1 - start` overflowed before checked arithmetic.
+        Just("0-18446744073709551615".to_string()),
+        Just("bytes 1-18446744073709551615/*".to_string()),
         Just("application/vnd.oci.image.manifest.v1+json".to_string()),
         Just("*/*;q=x".to_string()),
         "[ -~]{0,20}",
@@ -65,6 +68,7 @@ proptest! {
         content_range in proptest::option::of(header_value()),
         accept in proptest::option::of(header_value()),
         content_type in proptest::option::of(header_value()),
+        content_length in proptest::option::of(prop_oneof![Just("0".to_string()), Just("1".to_string()), Just("18446744073709551615".to_string()), "[0-9]{1,20}"]),
         body in proptest::collection::vec(any::<u8>(), 0..64),
     ) {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
@@ -78,7 +82,7 @@ proptest! {
             let session = h["location"].to_str().unwrap().rsplit('/').next().unwrap().to_string();
             let uri = uri.replace("SESSION", &session);
             let mut b = Request::builder().method(method).uri(uri.as_str());
-            for (name, value) in [("range", &range), ("content-range", &content_range), ("accept", &accept), ("content-type", &content_type)] {
+            for (name, value) in [("range", &range), ("content-range", &content_range), ("accept", &accept), ("content-type", &content_type), ("content-length", &content_length)] {
                 if let Some(v) = value {
                     b = b.header(name, v.as_str());
                 }
@@ -92,5 +96,35 @@ proptest! {
             }
             Ok(())
         })?;
+    }
+}
+
+/// A Content-Range ending at u64::MAX once overflowed `end + 1 - start` (a panic in debug
+/// builds, a wrapped length in release): now a 416 like any other mismatch.
+#[tokio::test]
+async fn content_range_at_the_end_of_u64_is_refused_cleanly() {
+    let store = Store::open(StoreOptions::new("memory://")).await.unwrap();
+    let app = router(AppState::new(store));
+    let (_, h, _) = common::send(
+        &app,
+        common::request("POST", "/v2/repo/blobs/uploads/", None, Body::empty()),
+    )
+    .await;
+    let location = h["location"].to_str().unwrap().to_string();
+    for range in ["0-18446744073709551615", "1-18446744073709551615"] {
+        let req = Request::builder()
+            .method("PATCH")
+            .uri(location.as_str())
+            .header("content-range", range)
+            .header("content-length", "1")
+            .body(Body::from("x"))
+            .unwrap();
+        let (status, _, body) = common::send(&app, req).await;
+        assert_eq!(
+            status.as_u16(),
+            416,
+            "{range}: {}",
+            String::from_utf8_lossy(&body)
+        );
     }
 }
