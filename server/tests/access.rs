@@ -536,4 +536,55 @@ async fn access_control(s3: bool) {
         .await
         .unwrap();
     assert_eq!(r.status(), 403);
+
+    // The CLI through a server's admin API acts as the token's account, by the same
+    // rules: root may create a namespace, alice may not; alice may make her own token,
+    // and the printed login line names the registry.
+    let url = format!("http://{a}");
+    let through = |token: &str, args: &[&str]| {
+        let out = Command::new(BIN)
+            .args(args)
+            .args(["--server", &url, "--token", token])
+            .env_remove("STOWAGE_STORAGE")
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
+    };
+    let (ok, out) = through(
+        &s.root,
+        &["admin", "namespace", "create", "viacli", "--public"],
+    );
+    assert!(ok, "{out}");
+    let (ok, out) = through(
+        &s.push,
+        &["admin", "namespace", "create", "notmine", "--public"],
+    );
+    assert!(!ok && out.contains("403"), "{out}");
+    let (ok, out) = through(
+        &s.push,
+        &[
+            "token",
+            "create",
+            "--access",
+            "pull",
+            "--description",
+            "mine",
+        ],
+    );
+    assert!(
+        ok && out.contains("docker login -u unused -p stw_") && out.contains(&a),
+        "{out}"
+    );
+    let shown = cli(&s.storage, &["admin", "show"], None);
+    assert!(
+        shown.contains("viacli") && !shown.contains("notmine"),
+        "{shown}"
+    );
 }
