@@ -22,6 +22,19 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
     state.max_blob_bytes = config.max_blob_bytes;
     state.deletes = config.deletes;
     state.public_url = config.public_url.clone();
+    let auth = stowage_auth::Auth::open(&store, config.auth.model.clone()).await?;
+    announce_access(&auth, &config);
+    spawn_auth_refresh(auth.clone());
+    state.gate = Some(crate::auth::Gate {
+        auth,
+        public_url: config.public_url.clone(),
+        https: config.tls.is_some(),
+        public_metrics: config.auth.public_metrics,
+        failed: std::sync::Arc::new(crate::auth::FailedLogins::new(
+            config.auth.failed_login_limit,
+            Duration::from_secs(60),
+        )),
+    });
     if let Some((options, every)) = config.gc.clone() {
         spawn_gc_schedule(
             state.store.clone(),
@@ -80,19 +93,29 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
     tracing::info!(%addr, scheme, public_url = ?config.public_url, "stowage listening");
     // Tests and scripts read the bound address (the port may have been 0) from here.
     println!("listening on {addr}");
-    let service = app.into_make_service();
+    // Handlers can read the client's address with `ConnectInfo<SocketAddr>`.
+    let service = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let limits = config.conn;
+    tracing::info!(
+        header_read_timeout_ms = limits.header_read_timeout.as_millis() as u64,
+        per_client = limits.per_client,
+        max_connections = limits.max_connections,
+        "connection limits"
+    );
+    let limiter = crate::conn::ConnLimiter::new(&limits);
     match rustls {
         Some(rustls) => {
-            axum_server::from_tcp_rustls(listener, rustls)?
+            // The limiter runs first: a refused connection costs no TLS handshake.
+            let server = axum_server::from_tcp_rustls(listener, rustls)?
                 .handle(handle)
-                .serve(service)
-                .await?
+                .map(|tls| tls.acceptor(limiter));
+            limits.configure(server).serve(service).await?
         }
         None => {
-            axum_server::from_tcp(listener)?
+            let server = axum_server::from_tcp(listener)?
                 .handle(handle)
-                .serve(service)
-                .await?
+                .acceptor(limiter);
+            limits.configure(server).serve(service).await?
         }
     }
     // Every request has finished: collectors need not wait for this process any more.
@@ -101,6 +124,58 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
     }
     tracing::info!("stowage stopped");
     Ok(())
+}
+
+/// Says at start whether access control is on; loudly when it is not.
+fn announce_access(auth: &stowage_auth::Auth, config: &ServeConfig) {
+    let policy = auth.policy();
+    if auth.enabled() {
+        tracing::info!(
+            users = policy.users.len(),
+            robots = policy.robots.len(),
+            namespaces = policy.namespaces.len(),
+            service = %auth.config().service,
+            "access control is on"
+        );
+        return;
+    }
+    let exposed = !config.listen.ip().is_loopback();
+    tracing::warn!(
+        listen = %config.listen,
+        "ACCESS CONTROL IS OFF: no user exists, so anyone who reaches this port may push, \
+         delete and read everything. Create one (`stowage admin user create NAME`) or name \
+         bootstrap admins in [auth] admins; it takes effect without a restart"
+    );
+    if exposed {
+        eprintln!(
+            "stowage: WARNING: listening on {} with access control off: anyone on the network may push and delete",
+            config.listen
+        );
+    }
+}
+
+/// Re-reads the access policy every `auth.refresh` (so changes made through other
+/// servers or the CLI are obeyed within that bound) and writes tokens' last-use times
+/// once a minute.
+fn spawn_auth_refresh(auth: stowage_auth::Auth) {
+    tokio::spawn(async move {
+        let every = auth.config().refresh;
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_flush = std::time::Instant::now();
+        loop {
+            tick.tick().await;
+            if let Err(e) = auth.refresh().await {
+                tracing::warn!(error = %e, "re-reading the access policy failed; keeping the last one read");
+            }
+            if last_flush.elapsed() >= Duration::from_secs(60) {
+                last_flush = std::time::Instant::now();
+                if let Err(e) = auth.flush_usage().await {
+                    tracing::warn!(error = %e, "recording tokens' last use failed");
+                }
+            }
+        }
+    });
 }
 
 /// Keeps this process's view of a shared store current: the garbage collector's state
