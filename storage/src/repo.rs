@@ -357,13 +357,10 @@ impl Repository {
         let Some(link) = self.manifest_link(digest).await? else {
             return Ok(false);
         };
-        // Tags pointing at it go first, so none is ever listed without its manifest.
+        // Tags pointing at it go first, so none is ever listed without its manifest; a
+        // tag moved to another manifest meanwhile stays.
         for tag in self.tags().await? {
-            if let Some(record) = self.tag(&tag).await?
-                && record.current() == digest
-            {
-                self.delete_tag(&tag).await?;
-            }
+            self.delete_tag_if_current(&tag, digest).await?;
         }
         if let Some(subject) = &link.subject {
             self.backend()
@@ -581,6 +578,34 @@ impl Repository {
         Ok(existed)
     }
 
+    /// Deletes `tag` if it points at `digest`, and never a tag moved elsewhere meanwhile:
+    /// the delete is conditional on the version of the record read. `Ok(true)` if it
+    /// was deleted.
+    pub async fn delete_tag_if_current(&self, tag: &Tag, digest: &Digest) -> Result<bool> {
+        for _ in 0..TAG_RETRIES {
+            let Some((record, version)) = self.tag_versioned(tag).await? else {
+                return Ok(false);
+            };
+            if record.current() != digest {
+                return Ok(false);
+            }
+            if self.delete_tag_at(tag, &version).await? {
+                return Ok(true);
+            }
+            // Changed since it was read (moved, or its history pruned): read it again.
+        }
+        Err(Error::Conflict {
+            what: format!("tag {}:{tag}", self.name),
+        })
+    }
+
+    /// Deletes a tag's record if it is still the version read. `Ok(false)` if not.
+    async fn delete_tag_at(&self, tag: &Tag, version: &crate::backend::Version) -> Result<bool> {
+        self.backend()
+            .delete_if_version(&layout::tag(&self.name, tag), version)
+            .await
+    }
+
     /// Every tag, in lexical order.
     pub async fn tags(&self) -> Result<Vec<Tag>> {
         let mut tags: Vec<Tag> = self
@@ -603,4 +628,51 @@ fn to_json<T: Serialize>(value: &T) -> Result<Bytes> {
 
 fn from_json<T: for<'de> Deserialize<'de>>(data: &[u8], key: &str) -> Result<T> {
     serde_json::from_slice(data).map_err(|e| Error::corrupt(key, e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testkit::{self, Kind};
+
+    /// A tag moved between the read and the delete of a conditional delete survives;
+    /// one still at the version read goes.
+    async fn a_tag_moved_after_it_was_read_is_not_deleted(kind: Kind) {
+        let t = testkit::open(kind).await;
+        let r = t.store.repository(&RepoName::parse("moved/tag").unwrap());
+        let latest = Tag::parse("latest").unwrap();
+        let (a, b) = (Digest::sha256(b"a"), Digest::sha256(b"b"));
+        r.set_tag(&latest, &a).await.unwrap();
+        let (read, version) = r.tag_versioned(&latest).await.unwrap().unwrap();
+        assert_eq!(read.current(), &a);
+        // Another writer moves the tag after delete_manifest(a) read it.
+        r.set_tag(&latest, &b).await.unwrap();
+        assert!(!r.delete_tag_at(&latest, &version).await.unwrap());
+        assert_eq!(r.tag(&latest).await.unwrap().unwrap().current(), &b);
+        assert!(!r.delete_tag_if_current(&latest, &a).await.unwrap());
+        assert_eq!(r.tag(&latest).await.unwrap().unwrap().current(), &b);
+        // Unchanged since read: deleted.
+        let (_, version) = r.tag_versioned(&latest).await.unwrap().unwrap();
+        assert!(r.delete_tag_at(&latest, &version).await.unwrap());
+        assert!(r.tag(&latest).await.unwrap().is_none());
+        assert!(!r.delete_tag_at(&latest, &version).await.unwrap());
+        r.set_tag(&latest, &a).await.unwrap();
+        assert!(r.delete_tag_if_current(&latest, &a).await.unwrap());
+        assert!(r.tag(&latest).await.unwrap().is_none());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_tag_moved_after_it_was_read_is_not_deleted_memory() {
+        a_tag_moved_after_it_was_read_is_not_deleted(Kind::Memory).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_tag_moved_after_it_was_read_is_not_deleted_local() {
+        a_tag_moved_after_it_was_read_is_not_deleted(Kind::Local).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_tag_moved_after_it_was_read_is_not_deleted_s3() {
+        a_tag_moved_after_it_was_read_is_not_deleted(Kind::S3).await;
+    }
 }

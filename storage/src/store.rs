@@ -808,29 +808,54 @@ impl Store {
     }
 
     /// Repository names in lexical order: all of them, or those of one namespace
-    /// (`namespace/...`); only names after `after`, at most `limit`.
+    /// (`namespace/...`); only names after `after`, at most `limit`. Reads the backend's
+    /// listing from `after` on and no further than `limit` names take.
     pub async fn repositories(
         &self,
         namespace: Option<&str>,
         after: Option<&str>,
         limit: Option<usize>,
     ) -> Result<Vec<RepoName>> {
-        let prefix = layout::repositories_prefix(namespace);
-        let mut names: Vec<RepoName> = self
-            .inner
-            .backend
-            .list_all(&prefix)
-            .await?
-            .iter()
-            .filter_map(|m| layout::parse_repository_entry(&m.location))
-            .filter(|n| after.is_none_or(|a| n.as_str() > a))
-            .collect();
-        names.sort();
-        names.dedup();
-        if let Some(limit) = limit {
-            names.truncate(limit);
+        let mut names = Vec::new();
+        if limit == Some(0) {
+            return Ok(names);
+        }
+        let mut stream = std::pin::pin!(self.repositories_stream(namespace, after));
+        while let Some(name) = stream.try_next().await? {
+            names.push(name);
+            if limit.is_some_and(|l| names.len() >= l) {
+                break;
+            }
         }
         Ok(names)
+    }
+
+    /// Repository names in lexical order, all of them or those of one namespace, after
+    /// `after`, read from the backend as the stream is consumed: a caller may filter
+    /// them (by access, say) and stop once it has enough. The backend lists catalog
+    /// keys (`<name>/_repo`), whose order differs from the names' (`a-b/_repo` sorts
+    /// before `a/_repo`, yet `a` before `a-b`); a name is held back only while a name
+    /// that is a prefix of it may still be listed.
+    pub fn repositories_stream(
+        &self,
+        namespace: Option<&str>,
+        after: Option<&str>,
+    ) -> impl Stream<Item = Result<RepoName>> + Send + use<> {
+        let prefix = layout::repositories_prefix(namespace);
+        let head = format!("{}/", layout::repositories_prefix(None));
+        let offset = after.and_then(|a| catalog_offset(&head, a));
+        let walk = CatalogWalk {
+            listing: self.inner.backend.list_ordered(&prefix, offset.as_ref()),
+            head,
+            after: after.map(str::to_owned),
+            pending: std::collections::BTreeSet::new(),
+            last_key: String::new(),
+            done: false,
+        };
+        futures::stream::unfold(walk, |mut walk| async move {
+            let next = walk.next().await?;
+            Some((next, walk))
+        })
     }
 
     // ----- statistics -----
@@ -928,4 +953,169 @@ async fn load_or_create_identity(
     Err(Error::Conflict {
         what: "store identity".into(),
     })
+}
+
+/// What follows a name in its catalog key (`index/repositories/<name>/_repo`).
+const CATALOG_ENTRY_TAIL: &str = "/_repo";
+
+/// The listing offset for names after `after`: a key that every catalog key of a name
+/// greater than `after` sorts after. `head` + `after` is one (a greater name differs
+/// at a greater byte or extends `after`); so is anything before it, and `after` is cut
+/// to its longest prefix that spells a valid key as it is.
+fn catalog_offset(head: &str, after: &str) -> Option<object_store::path::Path> {
+    let mut end = after.len();
+    loop {
+        let cut = after[..end].trim_end_matches('/');
+        if cut.is_empty() {
+            return None;
+        }
+        let key = format!("{head}{cut}");
+        if let Ok(p) = object_store::path::Path::parse(&key)
+            && p.as_ref() == key
+        {
+            return Some(p);
+        }
+        end = cut.char_indices().last().map_or(0, |(i, _)| i);
+    }
+}
+
+/// [`Store::repositories_stream`]'s state: the key-ordered listing, and names read but
+/// not yet safe to hand out in name order.
+struct CatalogWalk {
+    listing: futures::stream::BoxStream<'static, Result<object_store::path::Path>>,
+    /// `index/repositories/`.
+    head: String,
+    after: Option<String>,
+    pending: std::collections::BTreeSet<RepoName>,
+    /// The last key listed.
+    last_key: String,
+    done: bool,
+}
+
+impl CatalogWalk {
+    async fn next(&mut self) -> Option<Result<RepoName>> {
+        loop {
+            if let Some(first) = self.pending.first()
+                && (self.done || self.settled(first))
+            {
+                return self.pending.pop_first().map(Ok);
+            }
+            if self.done {
+                return None;
+            }
+            match self.listing.next().await {
+                Some(Ok(key)) => {
+                    self.last_key = key.to_string();
+                    if let Some(name) = layout::parse_repository_entry(&key)
+                        && self.after.as_deref().is_none_or(|a| name.as_str() > a)
+                    {
+                        self.pending.insert(name);
+                    }
+                }
+                Some(Err(e)) => {
+                    self.done = true;
+                    self.pending.clear();
+                    return Some(Err(e));
+                }
+                None => self.done = true,
+            }
+        }
+    }
+
+    /// Whether no name before `name` can still be listed. One listed later but smaller
+    /// is a proper prefix `p` of `name` whose key sorts after `name`'s: `name` goes on
+    /// with `-` or `.` (which sort before `/`), or with `/` and a digit (which sort
+    /// before `_repo`'s `_`). Such a `p` is still to come only if its key is after the
+    /// last one listed.
+    fn settled(&self, name: &RepoName) -> bool {
+        let name = name.as_str();
+        let bytes = name.as_bytes();
+        bytes.iter().enumerate().all(|(i, &c)| {
+            let inverted = match c {
+                b'-' | b'.' => true,
+                b'/' => bytes.get(i + 1).is_some_and(u8::is_ascii_digit),
+                _ => false,
+            };
+            !inverted || {
+                let key = format!("{}{}{CATALOG_ENTRY_TAIL}", self.head, &name[..i]);
+                key <= self.last_key
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod catalog_tests {
+    use super::*;
+
+    fn walk(keys: Vec<String>, pulled: Arc<std::sync::atomic::AtomicUsize>) -> CatalogWalk {
+        let listing = futures::stream::iter(keys)
+            .map(move |k| {
+                pulled.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                Ok(object_store::path::Path::from(k))
+            })
+            .boxed();
+        CatalogWalk {
+            listing,
+            head: format!("{}/", layout::repositories_prefix(None)),
+            after: None,
+            pending: Default::default(),
+            last_key: String::new(),
+            done: false,
+        }
+    }
+
+    #[test]
+    fn catalog_keys_are_head_name_tail() {
+        let head = format!("{}/", layout::repositories_prefix(None));
+        for n in ["a", "a/b-c", "x.y/0"] {
+            assert_eq!(
+                layout::repository_entry(&RepoName::parse(n).unwrap()).to_string(),
+                format!("{head}{n}{CATALOG_ENTRY_TAIL}")
+            );
+        }
+    }
+
+    #[test]
+    fn the_offset_is_a_valid_key_at_or_before_after() {
+        let head = "index/repositories/";
+        let off = |a: &str| catalog_offset(head, a).map(|p| p.to_string());
+        assert_eq!(off("a/b").as_deref(), Some("index/repositories/a/b"));
+        assert_eq!(off("a/").as_deref(), Some("index/repositories/a"));
+        assert_eq!(off("a//b").as_deref(), Some("index/repositories/a"));
+        assert_eq!(off("/"), None);
+        assert_eq!(off(""), None);
+    }
+
+    #[tokio::test]
+    async fn a_consumer_that_stops_early_reads_little_of_the_listing() {
+        let pulled = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let keys: Vec<String> = (0..1000)
+            .map(|i| format!("index/repositories/r{i:04}/_repo"))
+            .collect();
+        let mut w = walk(keys, pulled.clone());
+        for i in 0..10 {
+            let n = w.next().await.unwrap().unwrap();
+            assert_eq!(n.as_str(), format!("r{i:04}"));
+        }
+        assert!(pulled.load(std::sync::atomic::Ordering::SeqCst) <= 11);
+    }
+
+    #[tokio::test]
+    async fn names_come_out_in_name_order_from_key_order() {
+        let mut names = vec!["a", "a-b", "a.b", "a/0", "a/0/1", "a/b", "a0", "a-b/c"];
+        let mut keys: Vec<String> = names
+            .iter()
+            .map(|n| format!("index/repositories/{n}/_repo"))
+            .collect();
+        keys.sort();
+        let pulled = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let mut w = walk(keys, pulled);
+        let mut out = Vec::new();
+        while let Some(n) = w.next().await {
+            out.push(n.unwrap().to_string());
+        }
+        names.sort();
+        assert_eq!(out, names);
+    }
 }

@@ -670,6 +670,139 @@ async fn many_small_packs_read_back(kind: Kind) {
     }
 }
 
+/// Deleting a manifest takes the tags pointing at it, but never a tag another writer
+/// moves to another manifest meanwhile: whichever comes first, every moved tag ends up
+/// at its new target (moved before the delete looks: not deleted; after: set afresh).
+async fn deleting_a_manifest_keeps_tags_moved_away_meanwhile(kind: Kind) {
+    let t = open(kind).await;
+    let r = t.store.repository(&repo("race/delete"));
+    let mt = "application/vnd.oci.image.manifest.v1+json";
+    let (old, new) = (
+        Bytes::from_static(br#"{"schemaVersion":2,"annotations":{"v":"old"}}"#),
+        Bytes::from_static(br#"{"schemaVersion":2,"annotations":{"v":"new"}}"#),
+    );
+    let (a, b) = (Digest::sha256(&old), Digest::sha256(&new));
+    r.put_manifest(&b, mt, new, None, &Default::default())
+        .await
+        .unwrap();
+    let tags: Vec<Tag> = (0..16).map(|i| tag(&format!("t{i:02}"))).collect();
+    let rounds = if kind == Kind::S3 { 2 } else { 6 };
+    for round in 0..rounds {
+        r.put_manifest(&a, mt, old.clone(), None, &Default::default())
+            .await
+            .unwrap();
+        for t in &tags {
+            r.set_tag(t, &a).await.unwrap();
+        }
+        let mover = {
+            let (r, tags, b) = (r.clone(), tags.clone(), b.clone());
+            tokio::spawn(async move {
+                for t in &tags {
+                    r.set_tag(t, &b).await.unwrap();
+                }
+            })
+        };
+        assert!(r.delete_manifest(&a).await.unwrap());
+        mover.await.unwrap();
+        for t in &tags {
+            let rec = r.tag(t).await.unwrap();
+            assert_eq!(
+                rec.as_ref().map(|rec| rec.current()),
+                Some(&b),
+                "round {round}: tag {t} moved to the new manifest was lost"
+            );
+        }
+    }
+}
+
+/// The catalog pages in name order although the backend lists keys in another
+/// (`a-b/_repo` before `a/_repo` before `a/0/_repo`... ), from any `last` and with
+/// any page size, and its stream can be stopped early.
+async fn the_catalog_pages_in_name_order_from_any_point(kind: Kind) {
+    let t = open(kind).await;
+    let names = [
+        "a", "a-b", "a.b", "a/0", "a/0/1", "a/b", "a0", "a-b/c", "a_b", "a--b", "ab", "a/1x", "b",
+        "b/a",
+    ];
+    for n in names {
+        t.store
+            .repository(&repo(n))
+            .set_tag(&tag("latest"), &Digest::sha256(n.as_bytes()))
+            .await
+            .unwrap();
+    }
+    let mut sorted: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+    sorted.sort();
+    let list = |ns: Option<&str>, after: Option<&str>, limit: Option<usize>| {
+        let store = t.store.clone();
+        let (ns, after) = (ns.map(str::to_owned), after.map(str::to_owned));
+        async move {
+            store
+                .repositories(ns.as_deref(), after.as_deref(), limit)
+                .await
+                .unwrap()
+                .iter()
+                .map(|r| r.to_string())
+                .collect::<Vec<String>>()
+        }
+    };
+    assert_eq!(list(None, None, None).await, sorted);
+    let mut afters: Vec<&str> = names.to_vec();
+    afters.extend([
+        "", "0", "a/", "a-", "a/0/", "aa", "zz", "A", "a%2Fb", "a//b", "\u{e9}",
+    ]);
+    for after in afters {
+        let rest: Vec<String> = sorted
+            .iter()
+            .filter(|n| n.as_str() > after)
+            .cloned()
+            .collect();
+        for limit in [Some(1), Some(3), None] {
+            let want: Vec<String> = rest
+                .iter()
+                .take(limit.unwrap_or(usize::MAX))
+                .cloned()
+                .collect();
+            assert_eq!(
+                list(None, Some(after), limit).await,
+                want,
+                "after {after:?}, limit {limit:?}"
+            );
+        }
+    }
+    // Paging with `last` walks the whole catalog once.
+    let mut paged = Vec::new();
+    loop {
+        let page = list(None, paged.last().map(String::as_str), Some(2)).await;
+        if page.is_empty() {
+            break;
+        }
+        paged.extend(page);
+    }
+    assert_eq!(paged, sorted);
+    let ns = list(Some("a"), None, None).await;
+    let want: Vec<String> = sorted
+        .iter()
+        .filter(|n| *n == "a" || n.starts_with("a/"))
+        .cloned()
+        .collect();
+    assert_eq!(ns, want);
+    assert_eq!(list(Some("a"), Some("a/0"), Some(1)).await, vec!["a/0/1"]);
+    assert!(list(None, None, Some(0)).await.is_empty());
+    // The stream: filtered by the caller and stopped once it has enough.
+    let first_two_with_b: Vec<String> =
+        futures::TryStreamExt::try_collect(futures::StreamExt::take(
+            futures::TryStreamExt::try_filter(t.store.repositories_stream(None, None), |n| {
+                std::future::ready(n.as_str().contains('b'))
+            }),
+            2,
+        ))
+        .await
+        .map(|v: Vec<RepoName>| v.iter().map(|n| n.to_string()).collect())
+        .unwrap();
+    assert_eq!(first_two_with_b, vec!["a--b", "a-b"]);
+}
+
 macro_rules! engine_suite {
     ($($case:ident),* $(,)?) => {
         mod memory { $(
@@ -703,6 +836,8 @@ engine_suite!(
     concurrent_tag_updates_lose_nothing,
     referrers_are_indexed_by_subject,
     the_catalog_lists_repositories_by_namespace,
+    deleting_a_manifest_keeps_tags_moved_away_meanwhile,
+    the_catalog_pages_in_name_order_from_any_point,
     a_store_keeps_its_chunking_parameters,
     many_small_packs_read_back,
 );
