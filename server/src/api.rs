@@ -572,16 +572,24 @@ impl Request<'_> {
     }
 
     async fn catalog(&self) -> Result<Response, ApiError> {
-        // Filtered by access before paging, so that a page is never short or leaky.
+        // Filtered by access before paging, so that a page is never short or leaky, and
+        // read from the store's listing only as far as the page needs (one name more,
+        // to know whether another page follows).
         let after = self.query.get("last").map(String::as_str);
-        let all: Vec<String> = self
-            .store()
-            .repositories(None, after, None)
-            .await?
-            .into_iter()
-            .filter(|r| self.may_pull(r))
-            .map(|r| r.to_string())
-            .collect();
+        let want = match self.query.get("n") {
+            Some(n) => n.parse::<usize>().ok().map(|n| n.saturating_add(1)),
+            None => None,
+        };
+        let mut names = std::pin::pin!(self.store().repositories_stream(None, after));
+        let mut all: Vec<String> = Vec::new();
+        while let Some(name) = names.try_next().await? {
+            if self.may_pull(&name) {
+                all.push(name.to_string());
+                if want.is_some_and(|w| all.len() >= w) {
+                    break;
+                }
+            }
+        }
         let (repos, link) = self.page(all, "/v2/_catalog")?;
         let body = serde_json::json!({ "repositories": repos });
         Ok(json_response(

@@ -310,6 +310,35 @@ async fn access_control(s3: bool) {
         serde_json::json!(["pub/app"])
     );
 
+    // Pages are filtered before they are cut: one name a page, all of them in order,
+    // and an anonymous walk never meets the private ones.
+    for (token, want) in [
+        (Some(s.push.as_str()), vec!["pub/app", "team/app"]),
+        (None, vec!["pub/app"]),
+    ] {
+        let mut seen = Vec::new();
+        let mut next = Some(format!("http://{b}/v2/_catalog?n=1"));
+        while let Some(url) = next.take() {
+            let mut r = http.get(&url);
+            if let Some(t) = token {
+                r = r.basic_auth("unused", Some(t));
+            }
+            let r = r.send().await.unwrap();
+            assert_eq!(r.status(), 200);
+            if let Some(link) = r.headers().get("link") {
+                let l = link.to_str().unwrap();
+                let path = &l[l.find('<').unwrap() + 1..l.find('>').unwrap()];
+                next = Some(format!("http://{b}{path}"));
+            }
+            let v: serde_json::Value = r.json().await.unwrap();
+            let page = v["repositories"].as_array().unwrap().clone();
+            assert!(page.len() <= 1, "{v}");
+            seen.extend(page.into_iter().map(|n| n.as_str().unwrap().to_string()));
+            assert!(seen.len() <= 10, "paging does not end: {seen:?}");
+        }
+        assert_eq!(seen, want);
+    }
+
     // skopeo login, and a password through Basic.
     let authfile = s._dir.path().join("auth.json");
     let authfile = authfile.display().to_string();
