@@ -31,16 +31,6 @@ pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default of [`ConnLimits::per_client`].
 pub const DEFAULT_PER_CLIENT: usize = 256;
 
-/// Environment variable overriding the default header read timeout, in milliseconds
-/// (until the configuration file has a setting for it).
-pub const HEADER_READ_TIMEOUT_ENV: &str = "STOWAGE_HEADER_READ_TIMEOUT_MS";
-
-/// Environment variable overriding the default bound per client address.
-pub const PER_CLIENT_ENV: &str = "STOWAGE_MAX_CONNECTIONS_PER_CLIENT";
-
-/// Environment variable overriding the default bound on all connections.
-pub const MAX_CONNECTIONS_ENV: &str = "STOWAGE_MAX_CONNECTIONS";
-
 /// How long and how many connections a server keeps open.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ConnLimits {
@@ -57,27 +47,12 @@ pub struct ConnLimits {
 }
 
 impl Default for ConnLimits {
-    /// The defaults (10 s, 256 per client, 3/4 of the descriptor limit in all), each
-    /// overridden by its environment variable when set: [`HEADER_READ_TIMEOUT_ENV`],
-    /// [`PER_CLIENT_ENV`], [`MAX_CONNECTIONS_ENV`].
+    /// 10 s, 256 per client, 3/4 of the descriptor limit in all (`[limits]` overrides).
     fn default() -> Self {
         ConnLimits {
-            header_read_timeout: env_number(HEADER_READ_TIMEOUT_ENV)
-                .map_or(DEFAULT_HEADER_READ_TIMEOUT, Duration::from_millis),
-            per_client: env_number(PER_CLIENT_ENV).map_or(DEFAULT_PER_CLIENT, |n| n as usize),
-            max_connections: env_number(MAX_CONNECTIONS_ENV)
-                .map_or_else(default_max_connections, |n| n as usize),
-        }
-    }
-}
-
-fn env_number(name: &str) -> Option<u64> {
-    let value = std::env::var(name).ok()?;
-    match value.trim().parse() {
-        Ok(n) => Some(n),
-        Err(_) => {
-            tracing::warn!(name, value, "ignoring a setting that is not a whole number");
-            None
+            header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
+            per_client: DEFAULT_PER_CLIENT,
+            max_connections: default_max_connections(),
         }
     }
 }
