@@ -582,24 +582,7 @@ async fn wait_for_phase(store: &Store, phase: Phase) {
     panic!("run never reached {phase:?}");
 }
 
-macro_rules! gc_suite {
-    ($($case:ident),* $(,)?) => {
-        mod memory { $(
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $case() { super::$case(super::Kind::Memory).await }
-        )* }
-        mod local { $(
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $case() { super::$case(super::Kind::Local).await }
-        )* }
-        mod s3 { $(
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $case() { super::$case(super::Kind::S3).await }
-        )* }
-    };
-}
-
-gc_suite!(
+stowage_storage::on_every_backend!(
     untagged_manifests_go_and_tagged_images_stay_whole,
     tag_history_keeps_the_last_revisions,
     young_revisions_are_kept_by_age,

@@ -368,6 +368,14 @@ impl Backend {
         }
     }
 
+    /// The content version of a local object (callers hold its lock), or `None`.
+    async fn local_version(&self, key: &Path) -> Result<Option<Version>> {
+        Ok(self
+            .get(key)
+            .await?
+            .map(|b| Version::Content(*blake3::hash(&b).as_bytes())))
+    }
+
     /// Whole object with the version a later [`Backend::compare_and_swap`] expects.
     pub(crate) async fn get_versioned(&self, key: &Path) -> Result<Option<(Bytes, Version)>> {
         if self.local.is_some() {
@@ -489,10 +497,7 @@ impl Backend {
         let _memory = self.memory_guard().await;
         if self.local.is_some() {
             let _lock = self.lock(key).await?;
-            let current = self
-                .get(key)
-                .await?
-                .map(|b| Version::Content(*blake3::hash(&b).as_bytes()));
+            let current = self.local_version(key).await?;
             if current.as_ref() != expected {
                 return Ok(false);
             }
@@ -575,10 +580,7 @@ impl Backend {
     pub(crate) async fn delete_if_version(&self, key: &Path, expected: &Version) -> Result<bool> {
         if self.local.is_some() {
             let _lock = self.lock(key).await?;
-            let current = self
-                .get(key)
-                .await?
-                .map(|b| Version::Content(*blake3::hash(&b).as_bytes()));
+            let current = self.local_version(key).await?;
             if current.as_ref() != Some(expected) {
                 return Ok(false);
             }
@@ -1420,24 +1422,7 @@ mod tests {
         assert!(none.is_empty());
     }
 
-    macro_rules! on_every_backend {
-        ($($case:ident),* $(,)?) => {
-            mod memory { $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $case() { super::$case(super::Kind::Memory).await }
-            )* }
-            mod local { $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $case() { super::$case(super::Kind::Local).await }
-            )* }
-            mod s3 { $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $case() { super::$case(super::Kind::S3).await }
-            )* }
-        };
-    }
-
-    on_every_backend!(
+    crate::on_every_backend!(
         a_conditional_delete_keeps_what_changed_since_it_was_read,
         conditional_deletes_and_swaps_race_safely,
         listings_are_ordered_and_start_after_the_offset,

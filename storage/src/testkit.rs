@@ -166,3 +166,23 @@ pub fn runtime() -> tokio::runtime::Runtime {
         .build()
         .expect("runtime")
 }
+
+/// Runs each named `async fn case(kind: Kind)` of the calling module as a test on every
+/// backend: `mod memory`, `mod local`, `mod s3` (the caller imports `Kind`).
+#[macro_export]
+macro_rules! on_every_backend {
+    ($($case:ident),* $(,)?) => {
+        mod memory { $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() { super::$case(super::Kind::Memory).await }
+        )* }
+        mod local { $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() { super::$case(super::Kind::Local).await }
+        )* }
+        mod s3 { $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() { super::$case(super::Kind::S3).await }
+        )* }
+    };
+}

@@ -803,24 +803,7 @@ async fn the_catalog_pages_in_name_order_from_any_point(kind: Kind) {
     assert_eq!(first_two_with_b, vec!["a--b", "a-b"]);
 }
 
-macro_rules! engine_suite {
-    ($($case:ident),* $(,)?) => {
-        mod memory { $(
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $case() { super::$case(super::Kind::Memory).await }
-        )* }
-        mod local { $(
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $case() { super::$case(super::Kind::Local).await }
-        )* }
-        mod s3 { $(
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $case() { super::$case(super::Kind::S3).await }
-        )* }
-    };
-}
-
-engine_suite!(
+stowage_storage::on_every_backend!(
     blobs_round_trip_whole_and_by_range,
     a_wrong_digest_commits_nothing,
     sha512_blobs_are_verified,
