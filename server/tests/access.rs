@@ -391,6 +391,77 @@ async fn access_control(s3: bool) {
     ]);
     assert!(!ok, "a wrong password got in");
 
+    // The OAuth2 side of the token endpoint: a password grant with a refresh token,
+    // then the refresh grant; the tokens work, a refresh token alone grants nothing.
+    let oauth = |form: Vec<(&'static str, String)>| {
+        let http = http.clone();
+        let a = a.clone();
+        async move {
+            let r = http
+                .post(format!("http://{a}/auth/token"))
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(
+                    url::form_urlencoded::Serializer::new(String::new())
+                        .extend_pairs(form.iter().map(|(k, v)| (*k, v.as_str())))
+                        .finish(),
+                )
+                .send()
+                .await
+                .unwrap();
+            (
+                r.status(),
+                r.json::<serde_json::Value>().await.unwrap_or_default(),
+            )
+        }
+    };
+    let scope = ("scope", "repository:team/app:pull".to_string());
+    let (status, v) = oauth(vec![
+        ("grant_type", "password".into()),
+        ("username", "bob".into()),
+        ("password", "bob's long password".into()),
+        ("service", "stowage".into()),
+        ("client_id", "test".into()),
+        ("access_type", "offline".into()),
+        scope.clone(),
+    ])
+    .await;
+    assert_eq!(status, 200, "{v}");
+    let refresh = v["refresh_token"].as_str().unwrap().to_string();
+    let (status, v) = oauth(vec![
+        ("grant_type", "refresh_token".into()),
+        ("refresh_token", refresh.clone()),
+        ("service", "stowage".into()),
+        scope.clone(),
+    ])
+    .await;
+    assert_eq!(status, 200, "{v}");
+    let manifest = |bearer: String| {
+        let http = http.clone();
+        let a = a.clone();
+        async move {
+            http.get(format!("http://{a}/v2/team/app/manifests/v1"))
+                .header("accept", "application/vnd.oci.image.manifest.v1+json")
+                .bearer_auth(bearer)
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    assert_eq!(
+        manifest(v["token"].as_str().unwrap().to_string()).await,
+        200
+    );
+    assert_eq!(manifest(refresh).await, 401);
+    let (status, _) = oauth(vec![
+        ("grant_type", "password".into()),
+        ("username", "bob".into()),
+        ("password", "not it".into()),
+        scope,
+    ])
+    .await;
+    assert_eq!(status, 401);
+
     // A pull-only token cannot push; a namespace-limited one cannot read elsewhere.
     let (ok, out) = skopeo(&[
         "copy",
