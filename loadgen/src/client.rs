@@ -73,17 +73,53 @@ pub struct Target {
     pub username: Option<String>,
     /// Its password.
     pub password: Option<String>,
+    /// A personal access token (Stowage's `stowage token create`, a Docker Hub or
+    /// GitLab access token): presented as the password with any user name, as
+    /// `docker login -u unused -p TOKEN` does. Wins over `password`.
+    pub token: Option<String>,
     /// Accept any TLS certificate (self-signed test registries).
     pub insecure: bool,
 }
 
+impl Target {
+    /// Whether there are credentials to log in with.
+    pub fn has_credentials(&self) -> bool {
+        self.token.is_some() || self.username.is_some()
+    }
+}
+
 /// A registry client. Cheap to share between tasks by reference.
+///
+/// Authentication works as Docker's does. With credentials, the first request to a
+/// repository is preceded by `GET /v2/`, whose `401` names the scheme: `Basic`
+/// (credentials sent with every request) or `Bearer realm=…,service=…` (the token
+/// flow: `GET realm?service=…&scope=repository:NAME:pull[,push]` with Basic
+/// credentials, whose answer's token is then sent as `Authorization: Bearer …`). Any
+/// `401` later (an expired token, one lacking a scope) is answered from its own
+/// challenge and the request retried once; concurrent requests share one refetch.
+/// Without credentials, a challenge is still answered (anonymous tokens, as Docker
+/// Hub hands out for public images).
 #[derive(Debug)]
 pub struct Registry {
     http: reqwest::Client,
     target: Target,
-    /// `Authorization` value per repository, once a challenge has been answered.
-    auth: Mutex<HashMap<String, HeaderValue>>,
+    /// `Authorization` per repository, once decided (`None`: send nothing).
+    auth: Mutex<HashMap<String, Option<HeaderValue>>>,
+    /// The challenge of `GET /v2/` (`None`: the base answered without one).
+    base_challenge: tokio::sync::OnceCell<Option<String>>,
+    /// Held while credentials are fetched, so that many connections meeting the same
+    /// challenge fetch one token.
+    fetching: tokio::sync::Mutex<()>,
+}
+
+/// The scope a request needs when the challenge does not say: pull for reads, pull
+/// and push for writes (what Docker asks for).
+fn scope_for(repo: &str, method: &Method) -> String {
+    let actions = match *method {
+        Method::GET | Method::HEAD => "pull",
+        _ => "pull,push",
+    };
+    format!("repository:{repo}:{actions}")
 }
 
 impl Registry {
@@ -97,6 +133,8 @@ impl Registry {
             http,
             target,
             auth: Mutex::new(HashMap::new()),
+            base_challenge: tokio::sync::OnceCell::new(),
+            fetching: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -107,20 +145,31 @@ impl Registry {
             .map_err(|e| Error::Protocol(format!("URL {path}: {e}")))
     }
 
-    fn cached_auth(&self, repo: &str) -> Option<HeaderValue> {
+    /// The decided `Authorization` of a repository: `None` if not decided yet.
+    fn cached_auth(&self, repo: &str) -> Option<Option<HeaderValue>> {
         let auth = self.auth.lock().unwrap_or_else(|e| e.into_inner());
         auth.get(repo).cloned()
     }
 
+    fn remember(&self, repo: &str, value: Option<HeaderValue>) {
+        self.auth
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(repo.to_string(), value);
+    }
+
     fn basic(&self) -> Option<HeaderValue> {
-        let user = self.target.username.as_deref()?;
-        let pass = self.target.password.as_deref().unwrap_or("");
+        let (user, pass) = match (&self.target.token, &self.target.username) {
+            (Some(token), user) => (user.as_deref().unwrap_or("unused"), token.as_str()),
+            (None, Some(user)) => (user.as_str(), self.target.password.as_deref().unwrap_or("")),
+            (None, None) => return None,
+        };
         let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"));
         HeaderValue::from_str(&format!("Basic {token}")).ok()
     }
 
-    /// Sends a request built by `build`, answering one authentication challenge if
-    /// the registry makes it. The body must be cheap to rebuild (`Bytes`).
+    /// Sends a request built by `build`, authenticated as described on [`Registry`].
+    /// The body must be cheap to rebuild (`Bytes`).
     async fn send(
         &self,
         repo: &str,
@@ -135,7 +184,14 @@ impl Registry {
             }
             r
         };
-        let resp = request(self.cached_auth(repo)).send().await?;
+        let sent = match self.cached_auth(repo) {
+            Some(auth) => auth,
+            None if self.target.has_credentials() => {
+                self.log_in(repo, &scope_for(repo, &method)).await?
+            }
+            None => None,
+        };
+        let resp = request(sent.clone()).send().await?;
         if resp.status() != StatusCode::UNAUTHORIZED {
             return Ok(resp);
         }
@@ -145,18 +201,71 @@ impl Registry {
             .and_then(|v| v.to_str().ok())
             .unwrap_or("")
             .to_string();
-        let Some(auth) = self.answer(&challenge).await? else {
+        let Some(auth) = self
+            .reauthenticate(repo, sent.as_ref(), &challenge, &scope_for(repo, &method))
+            .await?
+        else {
             return Ok(resp);
         };
-        self.auth
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(repo.to_string(), auth.clone());
         Ok(request(Some(auth)).send().await?)
     }
 
-    /// The `Authorization` value answering a `WWW-Authenticate` challenge, if any.
-    async fn answer(&self, challenge: &str) -> Result<Option<HeaderValue>> {
+    /// Before the first request to `repo` with credentials: the `Authorization` the
+    /// base's challenge calls for, if any (remembered for the repository).
+    async fn log_in(&self, repo: &str, scope: &str) -> Result<Option<HeaderValue>> {
+        let challenge = self
+            .base_challenge
+            .get_or_init(|| async {
+                let url = self.url("/v2/").ok()?;
+                let resp = self.http.get(url).send().await.ok()?;
+                if resp.status() != StatusCode::UNAUTHORIZED {
+                    return None;
+                }
+                resp.headers()
+                    .get(header::WWW_AUTHENTICATE)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_string)
+            })
+            .await
+            .clone();
+        let _fetching = self.fetching.lock().await;
+        if let Some(decided) = self.cached_auth(repo) {
+            return Ok(decided);
+        }
+        let auth = match challenge {
+            Some(c) => self.answer(&c, scope).await?,
+            None => None,
+        };
+        self.remember(repo, auth.clone());
+        Ok(auth)
+    }
+
+    /// After a `401` to a request sent with `sent`: the `Authorization` answering its
+    /// `challenge` — fetched once however many requests were refused at once.
+    async fn reauthenticate(
+        &self,
+        repo: &str,
+        sent: Option<&HeaderValue>,
+        challenge: &str,
+        scope: &str,
+    ) -> Result<Option<HeaderValue>> {
+        let _fetching = self.fetching.lock().await;
+        if let Some(Some(current)) = self.cached_auth(repo)
+            && Some(&current) != sent
+        {
+            // Another request fetched a new one while this one waited.
+            return Ok(Some(current));
+        }
+        let auth = self.answer(challenge, scope).await?;
+        if auth.is_some() {
+            self.remember(repo, auth.clone());
+        }
+        Ok(auth)
+    }
+
+    /// The `Authorization` value answering a `WWW-Authenticate` challenge, if any;
+    /// `scope` is asked for when the challenge names none.
+    async fn answer(&self, challenge: &str, scope: &str) -> Result<Option<HeaderValue>> {
         let (scheme, params) = challenge.split_once(' ').unwrap_or((challenge, ""));
         if scheme.eq_ignore_ascii_case("basic") {
             return Ok(self.basic());
@@ -174,11 +283,13 @@ impl Registry {
             Url::parse(realm).map_err(|e| Error::Protocol(format!("realm {realm}: {e}")))?;
         {
             let mut q = url.query_pairs_mut();
-            for key in ["service", "scope"] {
-                if let Some(v) = params.get(key) {
-                    q.append_pair(key, v);
-                }
+            if let Some(v) = params.get("service") {
+                q.append_pair("service", v);
             }
+            q.append_pair(
+                "scope",
+                params.get("scope").map(String::as_str).unwrap_or(scope),
+            );
         }
         let mut req = self.http.get(url.clone());
         if let Some(basic) = self.basic() {

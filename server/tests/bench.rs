@@ -9,10 +9,19 @@ use std::process::Command;
 use stowage_tests::server::Server;
 
 fn bench(args: &[&str]) -> (bool, serde_json::Value) {
+    let (ok, report, _) = bench_with_stderr(args);
+    (ok, report)
+}
+
+/// [`bench`], with what the command printed on standard error.
+fn bench_with_stderr(args: &[&str]) -> (bool, serde_json::Value, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_stowage"))
         .arg("bench")
         .args(args)
         .arg("--json")
+        .env_remove("STOWAGE_BENCH_USERNAME")
+        .env_remove("STOWAGE_BENCH_PASSWORD")
+        .env_remove("STOWAGE_BENCH_TOKEN")
         .output()
         .unwrap();
     let report = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
@@ -22,7 +31,37 @@ fn bench(args: &[&str]) -> (bool, serde_json::Value) {
             String::from_utf8_lossy(&out.stderr)
         )
     });
-    (out.status.success(), report)
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    (out.status.success(), report, stderr)
+}
+
+/// The stowage CLI on a store (no server), with `stdin`; its standard output.
+fn stowage(storage: &str, args: &[&str], stdin: &str) -> String {
+    use std::io::Write as _;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_stowage"))
+        .args(["--storage", storage])
+        .args(args)
+        .env_remove("STOWAGE_SERVER")
+        .env_remove("STOWAGE_TOKEN")
+        .env_remove("STOWAGE_USERNAME")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "stowage {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
 }
 
 #[test]
@@ -251,6 +290,265 @@ async fn basic_and_token_auth() {
             "bearer={bearer}: credentials are kept after the first challenge"
         );
     }
+}
+
+/// A token registry whose tokens expire every 40 requests, and whose base (`GET /v2/`)
+/// challenges: the client logs in before its first request (asking the scope the
+/// request needs), and on a 401 fetches one new token for all its connections.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_are_fetched_up_front_and_again_when_they_expire() {
+    use axum::http::{HeaderMap, StatusCode, header};
+    use axum::response::IntoResponse as _;
+    use axum::routing::get;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    #[derive(Default)]
+    struct Counts {
+        /// Generation of the token now valid (tokens are `tok-N`).
+        valid: AtomicU64,
+        served: AtomicU64,
+        fetched: AtomicU64,
+        refused: AtomicU64,
+        scopes: std::sync::Mutex<Vec<String>>,
+    }
+    let counts = Arc::new(Counts::default());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let challenge = format!(r#"Bearer realm="{base}/token",service="test""#);
+    let unauthorized = move || {
+        (
+            StatusCode::UNAUTHORIZED,
+            [(header::WWW_AUTHENTICATE, challenge.clone())],
+            String::new(),
+        )
+            .into_response()
+    };
+    let (c, deny) = (counts.clone(), unauthorized.clone());
+    let manifest = move |headers: HeaderMap| {
+        let (c, deny) = (c.clone(), deny.clone());
+        async move {
+            let want = format!("Bearer tok-{}", c.valid.load(Ordering::SeqCst));
+            let auth = headers
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok());
+            if auth != Some(want.as_str()) {
+                c.refused.fetch_add(1, Ordering::SeqCst);
+                return deny();
+            }
+            if c.served.fetch_add(1, Ordering::SeqCst) % 40 == 39 {
+                c.valid.fetch_add(1, Ordering::SeqCst);
+            }
+            (
+                StatusCode::OK,
+                [(
+                    header::CONTENT_TYPE,
+                    "application/vnd.oci.image.manifest.v1+json",
+                )],
+                "{}".to_string(),
+            )
+                .into_response()
+        }
+    };
+    let c = counts.clone();
+    let token = move |headers: HeaderMap, axum::extract::RawQuery(q): axum::extract::RawQuery| {
+        let c = c.clone();
+        async move {
+            let basic = "Basic dW51c2VkOnN0d190MGtlbg=="; // unused:stw_t0ken
+            let auth = headers
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok());
+            if auth != Some(basic) {
+                return (StatusCode::UNAUTHORIZED, String::new());
+            }
+            let q = q.unwrap_or_default();
+            c.scopes.lock().unwrap().push(q);
+            c.fetched.fetch_add(1, Ordering::SeqCst);
+            let body =
+                serde_json::json!({"token": format!("tok-{}", c.valid.load(Ordering::SeqCst))});
+            (StatusCode::OK, body.to_string())
+        }
+    };
+    let app = axum::Router::new()
+        .route("/v2/", get(move || async move { unauthorized() }))
+        .route(
+            "/v2/bench/blobs/manifests/t",
+            get(manifest.clone()).head(manifest),
+        )
+        .route("/token", get(token));
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    let (ok, r) = bench_in_background(&[
+        "manifests",
+        "--registry",
+        &base,
+        "--tag",
+        "t",
+        "--seconds",
+        "1",
+        "--connections",
+        "4",
+        "--token",
+        "stw_t0ken",
+    ])
+    .await;
+    assert!(ok, "{r}");
+    let served = counts.served.load(Ordering::SeqCst);
+    let generations = counts.valid.load(Ordering::SeqCst);
+    let fetched = counts.fetched.load(Ordering::SeqCst);
+    assert!(generations >= 2, "served {served}: {r}");
+    assert_eq!(r["requests"].as_u64().unwrap(), served);
+    // One fetch up front, then one per expiry (or one fewer if the run ended first):
+    // connections refused together share it.
+    assert!(
+        (generations..=generations + 1).contains(&fetched),
+        "{fetched} token fetches for {generations} expiries"
+    );
+    let scopes = counts.scopes.lock().unwrap();
+    assert!(
+        scopes[0].contains("service=test")
+            && scopes[0].contains("scope=repository%3Abench%2Fblobs%3Apull"),
+        "{scopes:?}"
+    );
+}
+
+/// Against Stowage with access control on: `--token` (and `--username` with
+/// `--password`) go through the Docker token flow, to a private namespace as to a
+/// public one; without credentials the private namespace refuses every request and
+/// the command says why; a push where the token may not push is denied.
+#[test]
+fn token_flow_against_stowage_access_control() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let store = store.to_str().unwrap();
+    stowage(store, &["admin", "user", "create", "alice"], "");
+    stowage(
+        store,
+        &["admin", "user", "create", "bob", "--password-stdin"],
+        "b0b-secret\n",
+    );
+    stowage(
+        store,
+        &["admin", "namespace", "create", "team", "--private"],
+        "",
+    );
+    stowage(
+        store,
+        &["admin", "namespace", "create", "pub", "--public"],
+        "",
+    );
+    for (action, ns, user) in [
+        ("push", "team", "alice"),
+        ("push", "pub", "alice"),
+        ("pull", "team", "bob"),
+    ] {
+        stowage(
+            store,
+            &["admin", "grant", action, "--namespace", ns, "--user", user],
+            "",
+        );
+    }
+    let token = stowage(
+        store,
+        &[
+            "token", "create", "--user", "alice", "--access", "push", "--quiet",
+        ],
+        "",
+    )
+    .trim()
+    .to_string();
+    let server = Server::start(env!("CARGO_BIN_EXE_stowage").as_ref(), store, &[]);
+    let url = server.url();
+    let manifests = |repo: &'static str| {
+        vec![
+            "manifests",
+            "--registry",
+            &url,
+            "--repo",
+            repo,
+            "--tag",
+            "t",
+            "--seconds",
+            "1",
+            "--connections",
+            "4",
+        ]
+        .into_iter()
+        .map(str::to_string)
+        .collect::<Vec<_>>()
+    };
+    let run = |args: &[String], extra: &[&str]| {
+        let mut all: Vec<&str> = args.iter().map(String::as_str).collect();
+        all.extend_from_slice(extra);
+        bench_with_stderr(&all)
+    };
+
+    for repo in ["team/bench", "pub/bench"] {
+        let (ok, r) = bench(&[
+            "push",
+            "--registry",
+            &url,
+            "--repo",
+            repo,
+            "--count",
+            "2",
+            "--size",
+            "64KiB",
+            "--tag",
+            "t",
+            "--token",
+            &token,
+        ]);
+        assert!(ok, "push to {repo} with the token: {r}");
+        assert_eq!(r["latency_ms"]["upload_start"]["count"], 3, "{r}");
+        assert_eq!(r["latency_ms"]["manifest_put"]["count"], 1, "{r}");
+    }
+
+    let private = manifests("team/bench");
+    for creds in [
+        vec!["--token", token.as_str()],
+        vec!["--username", "bob", "--password", "b0b-secret"],
+    ] {
+        let (ok, r, err) = run(&private, &creds);
+        assert!(ok, "{creds:?}: {r}\n{err}");
+        assert_eq!(r["errors"], serde_json::json!({}));
+        assert!(r["latency_ms"]["manifest_head"]["count"].as_u64().unwrap() > 0);
+        assert!(r["latency_ms"]["manifest_get"]["count"].as_u64().unwrap() > 0);
+    }
+
+    // No credentials: every request to the private namespace is refused, and the
+    // command fails saying credentials are wanted.
+    let (ok, r, err) = run(&private, &[]);
+    assert!(!ok, "{r}");
+    assert!(r["errors"]["401"].as_u64().unwrap() > 0, "{r}");
+    assert_eq!(r["requests"], 0, "{r}");
+    assert!(err.contains("wants credentials"), "{err}");
+
+    // The public namespace: anonymous and with the token alike.
+    let public = manifests("pub/bench");
+    for creds in [vec![], vec!["--token", token.as_str()]] {
+        let (ok, r, err) = run(&public, &creds);
+        assert!(ok, "{creds:?}: {r}\n{err}");
+        assert!(r["requests"].as_u64().unwrap() > 0, "{r}");
+    }
+
+    // Where the token may not push: denied, and said so.
+    let (ok, r, err) = bench_with_stderr(&[
+        "push",
+        "--registry",
+        &url,
+        "--repo",
+        "other/bench",
+        "--count",
+        "1",
+        "--size",
+        "1KiB",
+        "--token",
+        &token,
+    ]);
+    assert!(!ok, "{r}");
+    assert_eq!(r["errors"]["403"], 1, "{r}");
+    assert!(err.contains("do not grant"), "{err}");
 }
 
 /// `--insecure` reaches a TLS registry with a self-signed certificate.

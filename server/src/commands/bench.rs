@@ -25,6 +25,11 @@ pub struct Connect {
     /// Password for that user.
     #[arg(long, env = "STOWAGE_BENCH_PASSWORD")]
     password: Option<String>,
+    /// A personal access token (from `stowage token create`, or another registry's),
+    /// used as `docker login -u unused -p TOKEN` uses it: exchanged at the registry's
+    /// token endpoint for a Bearer token per repository.
+    #[arg(long, env = "STOWAGE_BENCH_TOKEN", conflicts_with = "password")]
+    token: Option<String>,
     /// Accept any TLS certificate.
     #[arg(long)]
     insecure: bool,
@@ -118,6 +123,7 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
         url: connect.registry.clone(),
         username: connect.username.clone(),
         password: connect.password.clone(),
+        token: connect.token.clone(),
         insecure: connect.insecure,
     })?;
     let bar = if connect.json {
@@ -220,10 +226,26 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
     let _ = std::io::Write::write_all(&mut std::io::stdout().lock(), text.as_bytes());
     anyhow::ensure!(
         report.error_count() == 0,
-        "{} request(s) failed",
-        report.error_count()
+        "{} request(s) failed{}",
+        report.error_count(),
+        auth_hint(
+            &report,
+            connect.token.is_some() || connect.username.is_some()
+        )
     );
     Ok(())
+}
+
+/// What refusals in a report mean, for the error message.
+fn auth_hint(r: &Report, credentials: bool) -> &'static str {
+    match (r.errors.contains_key("401"), r.errors.contains_key("403")) {
+        (true, _) if !credentials => {
+            "; 401: the registry wants credentials (--token, or --username and --password)"
+        }
+        (true, _) => "; 401: the registry refused the credentials (or the token's scope)",
+        (false, true) => "; 403: the credentials do not grant access to the repository",
+        (false, false) => "",
+    }
 }
 
 /// The report as a person reads it.
