@@ -1,7 +1,8 @@
-//! Subject and referrers cases. A subject image gets five referrers (two artifacts of
-//! different types, an image whose artifact type falls back to its config media type, an
-//! index without and one with an artifact type); pushing each must answer with
-//! `OCI-Subject`. The referrers API must then list exactly those, with artifact types and
+//! Subject and referrers cases. A subject image gets six referrers (two artifacts of
+//! different types, two images without an artifact type, whose artifact type falls back
+//! to their config media type: one with an artifact's config, one an ordinary image with
+//! an image config, an index without and one with an artifact type); pushing each must
+//! answer with `OCI-Subject`. The referrers API must then list exactly those, with artifact types and
 //! annotations, filter by `artifactType`, answer empty lists for digests without
 //! referrers, list a referrer pushed before its subject existed, and stay scoped to the
 //! repository.
@@ -13,8 +14,8 @@ use serde_json::{Map, Value};
 use crate::Category;
 use crate::client::Resp;
 use crate::content::{
-    self, AT_EXAMPLE_A, AT_EXAMPLE_B, Algorithm, Blob, Digest, Extra, Image, MT_EXAMPLE_CONFIG,
-    MT_INDEX, MT_LAYER_GZ, Manifest, annotations, random_bytes, random_id,
+    self, AT_EXAMPLE_A, AT_EXAMPLE_B, Algorithm, Blob, Digest, Extra, Image, MT_CONFIG,
+    MT_EXAMPLE_CONFIG, MT_INDEX, MT_LAYER_GZ, Manifest, annotations, random_bytes, random_id,
 };
 use crate::push::setup;
 use crate::suite::{Ctx, Recorder, need, skip};
@@ -139,6 +140,11 @@ struct Set {
     /// Image without artifactType: listed with its config media type.
     plain: Manifest,
     plain_config: Blob,
+    /// An ordinary image (config `application/vnd.oci.image.config.v1+json`, no
+    /// artifactType), such as a signed base image or an attestation pushed as an image:
+    /// listed with the image config media type, which a registry must not take for
+    /// "not an artifact" and leave out.
+    image: Image,
     /// Index without artifactType.
     index_plain: Manifest,
     /// Index with artifactType A.
@@ -178,6 +184,11 @@ fn build(cx: &Ctx) -> Result<Set> {
         with("plain image"),
         Algorithm::Sha256,
     )?;
+    let image = Image::random(
+        Algorithm::Sha256,
+        &[200],
+        with("image with an image config"),
+    )?;
     let index_plain = content::index(
         Vec::new(),
         with("index without artifactType"),
@@ -202,6 +213,7 @@ fn build(cx: &Ctx) -> Result<Set> {
         art_b,
         plain,
         plain_config,
+        image,
         index_plain,
         index_typed,
         layer,
@@ -248,6 +260,7 @@ pub(crate) async fn run(cx: &Ctx, rec: &mut Recorder<'_>) {
                 ],
             )
             .await?;
+            cx.push_blobs(repo, &set.image.blobs()).await?;
             cx.push_manifest(repo, &cx.tag("subject"), &set.subject.manifest)
                 .await?;
             cx.push_blobs(repo, &set.late_subject.blobs()).await?;
@@ -258,7 +271,7 @@ pub(crate) async fn run(cx: &Ctx, rec: &mut Recorder<'_>) {
     .await;
     let ready = ready;
 
-    let pushes: [(&str, &Manifest, String, &Digest); 6] = [
+    let pushes: [(&str, &Manifest, String, &Digest); 7] = [
         (
             "PUT artifact manifest with subject: 201 with OCI-Subject: <subject digest>",
             &set.art_a,
@@ -275,6 +288,12 @@ pub(crate) async fn run(cx: &Ctx, rec: &mut Recorder<'_>) {
             "PUT image manifest without artifactType with subject: 201 with OCI-Subject",
             &set.plain,
             set.plain.digest.to_string(),
+            &sd,
+        ),
+        (
+            "PUT image manifest with an image config, no artifactType, with subject: 201 with OCI-Subject",
+            &set.image.manifest,
+            set.image.manifest.digest.to_string(),
             &sd,
         ),
         (
@@ -324,6 +343,7 @@ pub(crate) async fn run(cx: &Ctx, rec: &mut Recorder<'_>) {
         &set.art_a,
         &set.art_b,
         &set.plain,
+        &set.image.manifest,
         &set.index_plain,
         &set.index_typed,
     ];
@@ -355,7 +375,7 @@ pub(crate) async fn run(cx: &Ctx, rec: &mut Recorder<'_>) {
     })
     .await;
     let what = format!("GET /v2/{repo}/referrers/{sds}");
-    rec.case(R, "referrers list holds exactly the five referrers, with mediaType, size, artifactType and annotations", async {
+    rec.case(R, "referrers list holds exactly the six referrers, with mediaType, size, artifactType and annotations", async {
         let got = need(&listed, "list the subject's referrers")?;
         same_referrers(&what, got, &all)
     })
@@ -366,8 +386,8 @@ pub(crate) async fn run(cx: &Ctx, rec: &mut Recorder<'_>) {
             &[&set.art_a, &set.art_b],
         ),
         (
-            "referrers artifactType: the config mediaType when the manifest has none",
-            &[&set.plain],
+            "referrers artifactType: the config mediaType when the manifest has none, an image config's too",
+            &[&set.plain, &set.image.manifest],
         ),
         (
             "referrers artifactType: omitted for an index without one, copied for an index with one",
@@ -382,7 +402,7 @@ pub(crate) async fn run(cx: &Ctx, rec: &mut Recorder<'_>) {
         .await;
     }
 
-    let filtered: [(&str, &str, &[&Manifest]); 3] = [
+    let filtered: [(&str, &str, &[&Manifest]); 4] = [
         (
             "GET referrers ?artifactType=<type A>: only type A referrers, with OCI-Filters-Applied: artifactType",
             AT_EXAMPLE_A,
@@ -392,6 +412,11 @@ pub(crate) async fn run(cx: &Ctx, rec: &mut Recorder<'_>) {
             "GET referrers ?artifactType=<config media type fallback>: the image without artifactType",
             MT_EXAMPLE_CONFIG,
             &[&set.plain],
+        ),
+        (
+            "GET referrers ?artifactType=application/vnd.oci.image.config.v1+json: the image with an image config",
+            MT_CONFIG,
+            &[&set.image.manifest],
         ),
         (
             "GET referrers ?artifactType=<type nobody uses>: empty list, with OCI-Filters-Applied",

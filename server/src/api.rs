@@ -800,12 +800,13 @@ impl Request<'_> {
         )
         .await?;
         self.audit("push-manifest", name, &digest.to_string());
+        let by = self.caller.principal.id();
         if let Reference::Tag(t) = reference {
-            repo.set_tag(t, &digest).await?;
+            repo.set_tag_by(t, &digest, Some(&by)).await?;
             self.audit("tag", name, &format!("{t} -> {digest}"));
         }
         for t in &extra_tags {
-            repo.set_tag(t, &digest).await?;
+            repo.set_tag_by(t, &digest, Some(&by)).await?;
             self.audit("tag", name, &format!("{t} -> {digest}"));
         }
         let mut resp = created(&format!("/v2/{name}/manifests/{digest}"), &digest);

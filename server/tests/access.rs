@@ -266,6 +266,18 @@ async fn access_control(s3: bool) {
         "{out}"
     );
 
+    // The tag's history says who moved it.
+    let store = stowage_storage::Store::open(stowage_storage::testkit::options_for_url(&s.storage))
+        .await
+        .unwrap();
+    let record = store
+        .repository(&stowage_storage::RepoName::parse("team/app").unwrap())
+        .tag(&stowage_storage::Tag::parse("v1").unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(record.history[0].by.as_deref(), Some("user:alice"));
+
     // Anonymous: pull and list a public namespace, not a private one.
     let (ok, out) = skopeo(&[
         "inspect",

@@ -18,6 +18,11 @@ pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.
 /// Docker manifest list.
 pub const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
 
+/// The most bytes of a stored manifest the engine reads into memory on its own account
+/// (to fill in what an old referrer record lacks): the registry's default limit on
+/// pushed manifests. A larger one is left unread.
+pub const MANIFEST_READ_MAX: u64 = 4 << 20;
+
 /// What kind of manifest a media type names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -75,8 +80,10 @@ pub struct Parsed {
     pub kind: Kind,
     /// The media type it was accepted as.
     pub media_type: String,
-    /// `artifactType`, or for images without one, the config's media type when that
-    /// is not an image config (how the referrers API reports artifacts).
+    /// The `artifactType` the referrers API lists for it: the manifest's own, or for
+    /// an image without one (missing or empty), its config's media type, whatever that
+    /// is (an ordinary image config too: distribution spec, "Listing Referrers"); for
+    /// an index without one, none.
     pub artifact_type: Option<String>,
     /// Annotations of the manifest itself.
     pub annotations: Option<std::collections::BTreeMap<String, String>>,
@@ -156,7 +163,7 @@ pub fn parse(content_type: &str, bytes: &[u8]) -> Result<Parsed, Invalid> {
     let mut parsed = Parsed {
         kind,
         media_type,
-        artifact_type: raw.artifact_type,
+        artifact_type: raw.artifact_type.filter(|t| !t.is_empty()),
         annotations: raw.annotations,
         config: None,
         layers: Vec::new(),
@@ -177,11 +184,7 @@ pub fn parse(content_type: &str, bytes: &[u8]) -> Result<Parsed, Invalid> {
                 .enumerate()
                 .map(|(i, l)| descriptor(l, &format!("layers[{i}]")))
                 .collect::<Result<_, _>>()?;
-            if parsed.artifact_type.is_none()
-                && config.media_type != "application/vnd.oci.image.config.v1+json"
-                && config.media_type != "application/vnd.docker.container.image.v1+json"
-                && config.media_type != "application/vnd.oci.empty.v1+json"
-            {
+            if parsed.artifact_type.is_none() && !config.media_type.is_empty() {
                 parsed.artifact_type = Some(config.media_type.clone());
             }
             parsed.config = Some(config);
@@ -198,6 +201,30 @@ pub fn parse(content_type: &str, bytes: &[u8]) -> Result<Parsed, Invalid> {
         }
     }
     Ok(parsed)
+}
+
+/// The `artifactType` the referrers API lists for a stored manifest of `media_type`, as
+/// [`Parsed::artifact_type`] has it, read leniently (the manifest was validated when it
+/// was pushed): for referrer records written before every image got one. `None` for an
+/// index without one, and for bytes that do not parse.
+pub fn referrer_artifact_type(media_type: &str, bytes: &[u8]) -> Option<String> {
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Config {
+        media_type: Option<String>,
+    }
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Doc {
+        artifact_type: Option<String>,
+        config: Option<Config>,
+    }
+    let doc: Doc = serde_json::from_slice(bytes).ok()?;
+    let own = doc.artifact_type.filter(|t| !t.is_empty());
+    match kind_of(media_type)? {
+        Kind::Index => own,
+        Kind::Image => own.or_else(|| doc.config?.media_type.filter(|t| !t.is_empty())),
+    }
 }
 
 /// Everything a stored manifest points at, whatever its media type: blobs (config and
@@ -280,15 +307,27 @@ mod tests {
         let p = parse(OCI_MANIFEST, image.as_bytes()).unwrap();
         assert_eq!(p.kind, Kind::Image);
         assert_eq!(p.required_blobs().count(), 2, "foreign layer excluded");
-        assert_eq!(p.artifact_type, None);
+        // No artifactType: the referrers API lists the config's media type, an
+        // ordinary image config included.
+        assert_eq!(
+            p.artifact_type.as_deref(),
+            Some("application/vnd.oci.image.config.v1+json")
+        );
+        assert_eq!(
+            referrer_artifact_type(OCI_MANIFEST, image.as_bytes()),
+            p.artifact_type
+        );
         let index = format!(
             r#"{{"schemaVersion":2,"manifests":[{{"mediaType":"{OCI_MANIFEST}","digest":"{}","size":10}}]}}"#,
             d("m")
         );
+        let p = parse(OCI_INDEX, index.as_bytes()).unwrap();
+        assert_eq!(p.manifests.len(), 1);
         assert_eq!(
-            parse(OCI_INDEX, index.as_bytes()).unwrap().manifests.len(),
-            1
+            p.artifact_type, None,
+            "an index without artifactType has none"
         );
+        assert_eq!(referrer_artifact_type(OCI_INDEX, index.as_bytes()), None);
         let artifact = format!(
             r#"{{"schemaVersion":2,"mediaType":"{OCI_MANIFEST}","config":{{"mediaType":"application/vnd.example+json","digest":"{}","size":2}},"layers":[],"subject":{{"mediaType":"{OCI_MANIFEST}","digest":"{}","size":9}}}}"#,
             d("c"),
@@ -300,6 +339,81 @@ mod tests {
             Some("application/vnd.example+json")
         );
         assert_eq!(p.subject.unwrap().digest, Digest::sha256(b"s"));
+        assert_eq!(
+            referrer_artifact_type(OCI_MANIFEST, artifact.as_bytes()).as_deref(),
+            Some("application/vnd.example+json")
+        );
+    }
+
+    #[test]
+    fn the_referrer_artifact_type_is_the_manifests_own_or_its_config_media_type() {
+        let image = |config_type: &str, artifact_type: Option<&str>| {
+            let at = artifact_type
+                .map(|t| format!(r#","artifactType":"{t}""#))
+                .unwrap_or_default();
+            format!(
+                r#"{{"schemaVersion":2,"config":{{"mediaType":"{config_type}","digest":"{}","size":2}},"layers":[]{at}}}"#,
+                d("c")
+            )
+        };
+        let index = |artifact_type: Option<&str>| {
+            let at = artifact_type
+                .map(|t| format!(r#","artifactType":"{t}""#))
+                .unwrap_or_default();
+            format!(r#"{{"schemaVersion":2,"manifests":[]{at}}}"#)
+        };
+        let cases = [
+            // (media type, body, expected)
+            (
+                OCI_MANIFEST,
+                image("application/vnd.oci.image.config.v1+json", None),
+                Some("application/vnd.oci.image.config.v1+json"),
+            ),
+            (
+                DOCKER_MANIFEST,
+                image("application/vnd.docker.container.image.v1+json", None),
+                Some("application/vnd.docker.container.image.v1+json"),
+            ),
+            (
+                OCI_MANIFEST,
+                image("application/vnd.oci.empty.v1+json", None),
+                Some("application/vnd.oci.empty.v1+json"),
+            ),
+            (
+                OCI_MANIFEST,
+                image("application/vnd.oci.image.config.v1+json", Some("")),
+                Some("application/vnd.oci.image.config.v1+json"),
+            ),
+            (
+                OCI_MANIFEST,
+                image(
+                    "application/vnd.oci.empty.v1+json",
+                    Some("application/x-sig"),
+                ),
+                Some("application/x-sig"),
+            ),
+            (OCI_INDEX, index(None), None),
+            (OCI_INDEX, index(Some("")), None),
+            (
+                OCI_INDEX,
+                index(Some("application/x-sbom")),
+                Some("application/x-sbom"),
+            ),
+        ];
+        for (mt, body, expected) in cases {
+            let parsed = parse(mt, body.as_bytes()).unwrap();
+            assert_eq!(parsed.artifact_type.as_deref(), expected, "{mt} {body}");
+            assert_eq!(
+                referrer_artifact_type(mt, body.as_bytes()).as_deref(),
+                expected,
+                "{mt} {body}"
+            );
+        }
+        assert_eq!(referrer_artifact_type(OCI_MANIFEST, b"not json"), None);
+        assert_eq!(
+            referrer_artifact_type("text/plain", image("x", None).as_bytes()),
+            None
+        );
     }
 
     #[test]

@@ -14,6 +14,7 @@ use crate::collection::ObjectRef;
 use crate::digest::Digest;
 use crate::error::{BoxError, Error, Result};
 use crate::layout;
+use crate::manifest;
 use crate::names::{RepoName, Tag};
 use crate::store::{BlobInfo, Store};
 
@@ -83,6 +84,9 @@ pub struct TagEvent {
     pub digest: Digest,
     /// When it was set to it.
     pub created: DateTime<Utc>,
+    /// Who moved it (`user:alice`, `robot:team+ci`, `anonymous`), where known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by: Option<String>,
 }
 
 /// A tag, with every digest it has pointed to (newest first; the first is current).
@@ -245,7 +249,9 @@ impl Repository {
 
     /// Stores a manifest's bytes (verified against `digest`) and records it here with
     /// its media type. `referrer`: the subject and this manifest's descriptor, when it
-    /// has a `subject`; it is indexed before the manifest becomes visible.
+    /// has a `subject`; it is indexed before the manifest becomes visible, with the
+    /// `artifactType` the referrers API must list filled in from the bytes when the
+    /// descriptor has none (an image's config media type).
     pub async fn put_manifest(
         &self,
         digest: &Digest,
@@ -262,10 +268,18 @@ impl Repository {
             });
         }
         let size = bytes.len() as u64;
+        let record = referrer.map(|(_, d)| {
+            let mut d = d.clone();
+            d.artifact_type = d
+                .artifact_type
+                .filter(|t| !t.is_empty())
+                .or_else(|| manifest::referrer_artifact_type(&d.media_type, &bytes));
+            d
+        });
         self.store.put_blob_bytes(digest, bytes).await?;
         self.store.ensure_repository(&self.name).await?;
         self.protect_references(digest, references).await?;
-        if let Some((subject, descriptor)) = referrer {
+        if let (Some((subject, _)), Some(descriptor)) = (referrer, &record) {
             let json = to_json(descriptor)?;
             self.backend()
                 .put(&layout::referrer(&self.name, subject, digest), json)
@@ -383,6 +397,8 @@ impl Repository {
 
     /// Descriptors of the manifests whose subject is `subject`, by digest. Records
     /// whose manifest is no longer here (an interrupted push or delete) are skipped.
+    /// A record of an image without `artifactType` (older versions wrote one for an
+    /// ordinary image config) gets its config's media type, read from the manifest.
     pub async fn referrers(&self, subject: &Digest) -> Result<Vec<Descriptor>> {
         let prefix = layout::referrers_prefix(&self.name, subject);
         let listed = self.backend().list_all(&prefix).await?;
@@ -400,7 +416,10 @@ impl Repository {
                         .head(&layout::manifest_link(&this.name, &d.digest))
                         .await?
                         .is_some();
-                    Ok::<_, Error>(present.then_some(d))
+                    if !present {
+                        return Ok(None);
+                    }
+                    this.with_artifact_type(d).await
                 }
             })
             .buffer_unordered(16)
@@ -409,6 +428,38 @@ impl Repository {
             .await?;
         out.sort_by(|a, b| a.digest.cmp(&b.digest));
         Ok(out)
+    }
+
+    /// A referrer record as the referrers API lists it: an empty `artifactType` is
+    /// none, and an image without one gets its config's media type, read (at most
+    /// [`manifest::MANIFEST_READ_MAX`] bytes) from its manifest. `None` if the
+    /// manifest's bytes are gone (swept meanwhile): the record is stale.
+    async fn with_artifact_type(&self, mut d: Descriptor) -> Result<Option<Descriptor>> {
+        d.artifact_type = d.artifact_type.filter(|t| !t.is_empty());
+        if d.artifact_type.is_some()
+            || manifest::kind_of(&d.media_type) != Some(manifest::Kind::Image)
+        {
+            return Ok(Some(d));
+        }
+        match self
+            .store
+            .blob_bytes_limited(&d.digest, manifest::MANIFEST_READ_MAX)
+            .await
+        {
+            Ok(Some(bytes)) => {
+                d.artifact_type = manifest::referrer_artifact_type(&d.media_type, &bytes);
+            }
+            Ok(None) => tracing::warn!(
+                repo = %self.name,
+                manifest = %d.digest,
+                "referrer record without artifactType: the manifest is over {} bytes, \
+                 not read to find its config media type",
+                manifest::MANIFEST_READ_MAX
+            ),
+            Err(Error::BlobNotFound(_)) => return Ok(None),
+            Err(e) => return Err(e),
+        }
+        Ok(Some(d))
     }
 
     // ----- tags -----
@@ -438,8 +489,18 @@ impl Repository {
     /// Points `tag` at `digest`, recording the move in its history. Concurrent updates
     /// are serialised by compare-and-swap; none is lost.
     pub async fn set_tag(&self, tag: &Tag, digest: &Digest) -> Result<TagRecord> {
+        self.set_tag_by(tag, digest, None).await
+    }
+
+    /// [`Repository::set_tag`], recording who moved the tag in its history.
+    pub async fn set_tag_by(
+        &self,
+        tag: &Tag,
+        digest: &Digest,
+        by: Option<&str>,
+    ) -> Result<TagRecord> {
         for attempt in 0..TAG_RETRIES {
-            match self.try_set_tag(tag, None, digest).await {
+            match self.try_set_tag(tag, None, digest, by).await {
                 Err(Error::Conflict { .. }) => {
                     // Spread retries out so contenders do not collide again in step.
                     let jitter = u64::from(uuid::Uuid::new_v4().as_bytes()[0]) % 8;
@@ -462,7 +523,7 @@ impl Repository {
         expected: Option<&Digest>,
         digest: &Digest,
     ) -> Result<TagRecord> {
-        self.try_set_tag(tag, Some(expected), digest).await
+        self.try_set_tag(tag, Some(expected), digest, None).await
     }
 
     async fn try_set_tag(
@@ -470,6 +531,7 @@ impl Repository {
         tag: &Tag,
         expected: Option<Option<&Digest>>,
         digest: &Digest,
+        by: Option<&str>,
     ) -> Result<TagRecord> {
         let conflict = || Error::Conflict {
             what: format!("tag {}:{tag}", self.name),
@@ -489,6 +551,7 @@ impl Repository {
                     TagEvent {
                         digest: digest.clone(),
                         created: Utc::now(),
+                        by: by.map(str::to_string),
                     },
                 );
                 (r, Some(v))
@@ -500,6 +563,7 @@ impl Repository {
                     history: vec![TagEvent {
                         digest: digest.clone(),
                         created: Utc::now(),
+                        by: by.map(str::to_string),
                     }],
                 },
                 None,
@@ -675,4 +739,146 @@ mod tests {
     async fn a_tag_moved_after_it_was_read_is_not_deleted_s3() {
         a_tag_moved_after_it_was_read_is_not_deleted(Kind::S3).await;
     }
+
+    /// Referrer records written by older versions lack `artifactType` for images with
+    /// an ordinary config (they copied it only for other config types). Reading such a
+    /// record fills it in from the manifest's config media type; indexes keep none; a
+    /// manifest too large to read whole keeps the record as it is; a record whose
+    /// manifest's bytes are gone is skipped like one whose link is gone.
+    async fn old_referrer_records_get_the_config_media_type(kind: Kind) {
+        use crate::manifest::{MANIFEST_READ_MAX, OCI_INDEX, OCI_MANIFEST};
+        let t = testkit::open(kind).await;
+        let r = t
+            .store
+            .repository(&RepoName::parse("legacy/referrers").unwrap());
+        let subject = Digest::sha256(b"the subject");
+        let sd = format!(r#"{{"mediaType":"{OCI_MANIFEST}","digest":"{subject}","size":11}}"#);
+        let image = |config_type: &str, padding: usize| {
+            Bytes::from(format!(
+                r#"{{"schemaVersion":2,"mediaType":"{OCI_MANIFEST}","config":{{"mediaType":"{config_type}","digest":"{}","size":2}},"layers":[],"subject":{sd},"annotations":{{"pad":"{}"}}}}"#,
+                Digest::sha256(b"{}"),
+                "x".repeat(padding)
+            ))
+        };
+        let oci_config = "application/vnd.oci.image.config.v1+json";
+        let docker_config = "application/vnd.docker.container.image.v1+json";
+        let index = Bytes::from(format!(
+            r#"{{"schemaVersion":2,"mediaType":"{OCI_INDEX}","manifests":[],"subject":{sd}}}"#
+        ));
+        let huge = image(oci_config, MANIFEST_READ_MAX as usize);
+        // (bytes, media type, artifactType listed)
+        let cases = [
+            (image(oci_config, 0), OCI_MANIFEST, Some(oci_config)),
+            (image(docker_config, 0), OCI_MANIFEST, Some(docker_config)),
+            (index, OCI_INDEX, None),
+            (huge, OCI_MANIFEST, None),
+        ];
+        let mut expected = Vec::new();
+        for (bytes, mt, at) in cases {
+            let digest = Digest::of(crate::Algorithm::Sha256, &bytes);
+            let old = Descriptor {
+                media_type: mt.into(),
+                digest: digest.clone(),
+                size: bytes.len() as u64,
+                artifact_type: None,
+                annotations: None,
+            };
+            r.put_manifest(&digest, mt, bytes, None, &References::default())
+                .await
+                .unwrap();
+            // The record as an older version wrote it.
+            r.backend()
+                .put(
+                    &layout::referrer(&r.name, &subject, &digest),
+                    to_json(&old).unwrap(),
+                )
+                .await
+                .unwrap();
+            expected.push(Descriptor {
+                artifact_type: at.map(str::to_owned),
+                ..old
+            });
+        }
+        expected.sort_by(|a, b| a.digest.cmp(&b.digest));
+        assert_eq!(r.referrers(&subject).await.unwrap(), expected);
+        // Linked, but its bytes gone (swept, or a damaged store): skipped.
+        let gone = Digest::sha256(b"never stored");
+        let record = Descriptor {
+            media_type: OCI_MANIFEST.into(),
+            digest: gone.clone(),
+            size: 3,
+            artifact_type: None,
+            annotations: None,
+        };
+        let link = ManifestLink {
+            media_type: OCI_MANIFEST.into(),
+            size: 3,
+            subject: Some(subject.clone()),
+            created: Utc::now(),
+        };
+        r.backend()
+            .put(
+                &layout::referrer(&r.name, &subject, &gone),
+                to_json(&record).unwrap(),
+            )
+            .await
+            .unwrap();
+        r.backend()
+            .put(
+                &layout::manifest_link(&r.name, &gone),
+                to_json(&link).unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(r.referrers(&subject).await.unwrap(), expected);
+    }
+
+    /// A new referrer record carries the `artifactType` the referrers API lists, so a
+    /// listing need not open the manifest: filled in from the manifest's bytes when the
+    /// caller gives none (or an empty one), kept when it gives one.
+    async fn new_referrer_records_carry_the_artifact_type(kind: Kind) {
+        use crate::manifest::OCI_MANIFEST;
+        let t = testkit::open(kind).await;
+        let r = t
+            .store
+            .repository(&RepoName::parse("new/referrers").unwrap());
+        let subject = Digest::sha256(b"the subject");
+        let oci_config = "application/vnd.oci.image.config.v1+json";
+        for (i, given) in [None, Some(""), Some("application/x-given")]
+            .into_iter()
+            .enumerate()
+        {
+            let bytes = Bytes::from(format!(
+                r#"{{"schemaVersion":2,"mediaType":"{OCI_MANIFEST}","config":{{"mediaType":"{oci_config}","digest":"{}","size":2}},"layers":[],"subject":{{"mediaType":"{OCI_MANIFEST}","digest":"{subject}","size":11}},"annotations":{{"i":"{i}"}}}}"#,
+                Digest::sha256(b"{}"),
+            ));
+            let digest = Digest::of(crate::Algorithm::Sha256, &bytes);
+            let descriptor = Descriptor {
+                media_type: OCI_MANIFEST.into(),
+                digest: digest.clone(),
+                size: bytes.len() as u64,
+                artifact_type: given.map(str::to_owned),
+                annotations: None,
+            };
+            r.put_manifest(
+                &digest,
+                OCI_MANIFEST,
+                bytes,
+                Some((&subject, &descriptor)),
+                &References::default(),
+            )
+            .await
+            .unwrap();
+            let key = layout::referrer(&r.name, &subject, &digest);
+            let stored: Descriptor =
+                from_json(&r.backend().get(&key).await.unwrap().unwrap(), key.as_ref()).unwrap();
+            let expected = given.filter(|t| !t.is_empty()).unwrap_or(oci_config);
+            assert_eq!(stored.artifact_type.as_deref(), Some(expected), "{given:?}");
+        }
+    }
+
+    crate::on_every_backend!(
+        old_referrer_records_get_the_config_media_type,
+        new_referrer_records_carry_the_artifact_type,
+    );
 }

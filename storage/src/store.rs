@@ -346,12 +346,46 @@ impl Store {
         }
     }
 
-    /// A whole blob in memory; for manifests and configs, not layers.
+    /// A whole blob in memory, however large: prefer [`Store::blob_bytes_limited`]
+    /// for anything a client pushed (manifests, configs), so a huge one cannot
+    /// exhaust memory.
     pub async fn blob_bytes(&self, digest: &Digest) -> Result<Bytes> {
-        let read = self.read_blob(digest, None).await?;
-        let parts: Vec<Bytes> = read.stream.try_collect().await?;
+        let recipe = self.recipe(digest).await?;
+        self.read_whole(recipe).await
+    }
+
+    /// A whole blob in memory if it is at most `max` bytes; `Ok(None)` if it is larger.
+    /// The size comes from the blob's recipe, so a blob over the limit costs one small
+    /// read and none of its data. A missing blob is [`Error::BlobNotFound`], as for
+    /// [`Store::blob_bytes`].
+    pub async fn blob_bytes_limited(&self, digest: &Digest, max: u64) -> Result<Option<Bytes>> {
+        let recipe = self.recipe(digest).await?;
+        if recipe.size > max {
+            return Ok(None);
+        }
+        self.read_whole(recipe).await.map(Some)
+    }
+
+    /// Reads all of a blob, never more than its recipe's size (the reader keeps to it;
+    /// chunks that add up to more would be a corrupt recipe, refused, not buffered).
+    async fn read_whole(&self, recipe: Recipe) -> Result<Bytes> {
+        let size = recipe.size;
+        let key = layout::recipe(&recipe.digest);
+        let mut stream = self.reader(recipe).read(None)?.stream;
+        let mut parts: Vec<Bytes> = Vec::new();
+        let mut total = 0u64;
+        while let Some(part) = stream.try_next().await? {
+            total += part.len() as u64;
+            if total > size {
+                return Err(Error::corrupt(
+                    key.as_ref(),
+                    format!("chunks hold more than the recipe's {size} bytes"),
+                ));
+            }
+            parts.push(part);
+        }
         if parts.len() == 1 {
-            return Ok(parts.into_iter().next().unwrap_or_default());
+            return Ok(parts.pop().unwrap_or_default());
         }
         Ok(Bytes::from(parts.concat()))
     }

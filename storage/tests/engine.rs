@@ -556,6 +556,140 @@ async fn referrers_are_indexed_by_subject(kind: Kind) {
     assert_eq!(r.referrers(&subject).await.unwrap(), vec![made[1].clone()]);
 }
 
+/// An image manifest pushed with a subject and no `artifactType` is listed among its
+/// subject's referrers with its config's media type as `artifactType`, whatever that
+/// media type is (an ordinary image config too: distribution spec, "Listing
+/// Referrers"), and the listing can be filtered on it. An index without one has none.
+/// Both ways a descriptor reaches the engine are covered: built from
+/// `manifest::parse` (as the server does) and given without an artifact type.
+async fn referrers_without_artifact_type_take_the_config_media_type(kind: Kind) {
+    use stowage_storage::manifest::{self, OCI_INDEX, OCI_MANIFEST};
+    let t = open(kind).await;
+    let r = t.store.repository(&repo("sig/plain"));
+    let subject_body = Bytes::from_static(b"{\"subject manifest\":1}");
+    let subject = Digest::sha256(&subject_body);
+    r.put_manifest(
+        &subject,
+        OCI_MANIFEST,
+        subject_body,
+        None,
+        &Default::default(),
+    )
+    .await
+    .unwrap();
+    let sd = format!(r#"{{"mediaType":"{OCI_MANIFEST}","digest":"{subject}","size":22}}"#);
+    let image = |config_type: &str, extra: &str| {
+        let config = Digest::sha256(config_type.as_bytes());
+        Bytes::from(format!(
+            r#"{{"schemaVersion":2,"mediaType":"{OCI_MANIFEST}","config":{{"mediaType":"{config_type}","digest":"{config}","size":{}}},"layers":[],"subject":{sd}{extra}}}"#,
+            config_type.len()
+        ))
+    };
+    let oci_config = "application/vnd.oci.image.config.v1+json";
+    let docker_config = "application/vnd.docker.container.image.v1+json";
+    let custom_config = "application/vnd.example.config.v1+json";
+    // (body, media type, artifactType the listing must show)
+    let cases: Vec<(Bytes, &str, Option<&str>)> = vec![
+        (image(oci_config, ""), OCI_MANIFEST, Some(oci_config)),
+        (image(docker_config, ""), OCI_MANIFEST, Some(docker_config)),
+        (image(custom_config, ""), OCI_MANIFEST, Some(custom_config)),
+        // An empty artifactType counts as none.
+        (
+            image(
+                oci_config,
+                r#","artifactType":"","annotations":{"empty":"at"}"#,
+            ),
+            OCI_MANIFEST,
+            Some(oci_config),
+        ),
+        (
+            image(
+                oci_config,
+                r#","artifactType":"application/vnd.example.sig""#,
+            ),
+            OCI_MANIFEST,
+            Some("application/vnd.example.sig"),
+        ),
+        (
+            Bytes::from(format!(
+                r#"{{"schemaVersion":2,"mediaType":"{OCI_INDEX}","manifests":[],"subject":{sd}}}"#
+            )),
+            OCI_INDEX,
+            None,
+        ),
+    ];
+    let mut expected = Vec::new();
+    for (i, (body, mt, at)) in cases.into_iter().enumerate() {
+        let d = Digest::sha256(&body);
+        let parsed = manifest::parse(mt, &body).unwrap();
+        assert_eq!(parsed.artifact_type.as_deref(), at, "parse, case {i}");
+        let mut desc = Descriptor {
+            media_type: mt.into(),
+            digest: d.clone(),
+            size: body.len() as u64,
+            artifact_type: parsed.artifact_type.clone(),
+            annotations: parsed.annotations.clone(),
+        };
+        // Every other one as a caller that leaves the artifact type to the engine.
+        if i % 2 == 1 {
+            desc.artifact_type = None;
+        }
+        r.put_manifest(&d, mt, body, Some((&subject, &desc)), &Default::default())
+            .await
+            .unwrap();
+        desc.artifact_type = at.map(str::to_owned);
+        expected.push(desc);
+    }
+    expected.sort_by(|a, b| a.digest.cmp(&b.digest));
+    let listed = r.referrers(&subject).await.unwrap();
+    assert_eq!(listed, expected);
+    // Filtering on artifactType (as the referrers endpoint does) finds the images
+    // with an ordinary image config.
+    let with_oci_config: Vec<_> = listed
+        .iter()
+        .filter(|d| d.artifact_type.as_deref() == Some(oci_config))
+        .collect();
+    assert_eq!(with_oci_config.len(), 2, "{listed:#?}");
+}
+
+/// `blob_bytes_limited` reads a blob whole only up to a size, deciding from the
+/// recipe before reading any data: a blob larger than the limit is `None`, however
+/// its bytes are stored (inline or in chunks); a missing blob is `BlobNotFound`.
+async fn whole_blob_reads_are_bounded(kind: Kind) {
+    let t = open_small(kind).await;
+    let inline_max = t.options.inline_max as u64;
+    for (i, len) in [0u64, 1, inline_max, inline_max + 1, 100_000, 3 << 20]
+        .into_iter()
+        .enumerate()
+    {
+        let data = random_bytes(len as usize, 900 + i as u64);
+        let d = Digest::sha256(&data);
+        t.store
+            .put_blob(&d, stream_of(data.clone(), vec![7_000]))
+            .await
+            .unwrap();
+        for max in [len, len + 1, u64::MAX] {
+            let got = t.store.blob_bytes_limited(&d, max).await.unwrap();
+            assert_eq!(got.as_deref(), Some(&data[..]), "len {len}, max {max}");
+        }
+        if len > 0 {
+            for max in [0, len - 1] {
+                assert_eq!(
+                    t.store.blob_bytes_limited(&d, max).await.unwrap(),
+                    None,
+                    "len {len}, max {max}"
+                );
+            }
+        }
+    }
+    assert!(matches!(
+        t.store
+            .blob_bytes_limited(&Digest::sha256(b"never stored"), 1 << 20)
+            .await,
+        Err(Error::BlobNotFound(_))
+    ));
+}
+
 async fn the_catalog_lists_repositories_by_namespace(kind: Kind) {
     let t = open(kind).await;
     let names = [
@@ -818,6 +952,8 @@ stowage_storage::on_every_backend!(
     tags_keep_history_and_swap_atomically,
     concurrent_tag_updates_lose_nothing,
     referrers_are_indexed_by_subject,
+    referrers_without_artifact_type_take_the_config_media_type,
+    whole_blob_reads_are_bounded,
     the_catalog_lists_repositories_by_namespace,
     deleting_a_manifest_keeps_tags_moved_away_meanwhile,
     the_catalog_pages_in_name_order_from_any_point,
