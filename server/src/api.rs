@@ -44,6 +44,8 @@ pub struct AppState {
     pub metrics: crate::metrics::Metrics,
     /// Access control; `None`: none at all (every caller may do everything).
     pub gate: Option<Gate>,
+    /// Image metadata for the image-stream API, by manifest digest.
+    pub images: crate::imagestreams::ImageCache,
 }
 
 /// Which kinds of DELETE the registry accepts; operators of shared registries often
@@ -81,6 +83,7 @@ impl AppState {
             public_url: None,
             metrics: crate::metrics::Metrics::new(),
             gate: None,
+            images: Default::default(),
         }
     }
 }
@@ -94,6 +97,14 @@ pub fn router(state: AppState) -> Router {
         .route("/v2", any(dispatch))
         .route("/v2/", any(dispatch))
         .route("/v2/{*rest}", any(dispatch))
+        .route(
+            "/oapi/v1/namespaces/{*rest}",
+            any(crate::imagestreams::oapi),
+        )
+        .route(
+            "/apis/image.openshift.io/v1/namespaces/{*rest}",
+            any(crate::imagestreams::apis),
+        )
         .with_state(state)
         .route(
             "/metrics",

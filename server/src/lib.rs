@@ -7,6 +7,7 @@ pub mod auth;
 pub mod config;
 pub mod conn;
 pub mod error;
+pub mod imagestreams;
 pub mod metrics;
 pub mod route;
 pub mod serve;
