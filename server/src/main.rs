@@ -104,6 +104,12 @@ enum Command {
         #[command(subcommand)]
         command: commands::access::TokenCommand,
     },
+    /// Move a tag back (or forward) to an image from its history, recorded in it like a
+    /// push (on the store, or through a server with --server).
+    ///
+    /// Refused if the digest was never the tag's, or its image was deleted or garbage
+    /// collected.
+    Tag(commands::tag::TagArgs),
     /// Check that every tag, manifest, recipe and chunk is consistent; report, never fix.
     ///
     /// Exits with 1 when anything of severity error is found.
@@ -195,6 +201,7 @@ async fn main() -> std::process::ExitCode {
         Command::Token { target, command } => {
             commands::access::token(options, target, command).await
         }
+        Command::Tag(args) => commands::tag::tag(options, args).await,
         Command::Fsck { rehash, json } => match commands::fsck(options, rehash, json).await {
             // The findings are printed; the exit code says there were errors among them.
             Ok(false) => return std::process::ExitCode::FAILURE,

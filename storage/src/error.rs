@@ -65,6 +65,20 @@ pub enum Error {
         /// Tag asked for.
         tag: String,
     },
+    /// A tag rollback to a digest the tag never pointed to (or whose entry the garbage
+    /// collector pruned from its history): only an image from the tag's history can be
+    /// rolled back to.
+    #[error(
+        "{digest} is not in the history of tag {repo}:{tag}; a tag can only be rolled back to a digest it pointed to before"
+    )]
+    NotInHistory {
+        /// Repository.
+        repo: String,
+        /// Tag.
+        tag: String,
+        /// Digest asked for.
+        digest: Digest,
+    },
     /// No upload session with this id (never created, finished, cancelled or expired).
     #[error("upload {0} not found")]
     UploadNotFound(String),

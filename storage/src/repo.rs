@@ -515,6 +515,61 @@ impl Repository {
         })
     }
 
+    /// Moves `tag` back to `digest`, an image it pointed to before, recording the move
+    /// (with `by`) in its history like any other. The tag must exist
+    /// ([`Error::TagNotFound`]), `digest` must be in its history
+    /// ([`Error::NotInHistory`]) and its manifest still in the repository
+    /// ([`Error::ManifestNotFound`]: the image was deleted or garbage collected). Rolling
+    /// back to the current digest changes nothing. The checks are made against the
+    /// record the swap replaces: a tag moved meanwhile is read and checked again.
+    pub async fn rollback_tag(
+        &self,
+        tag: &Tag,
+        digest: &Digest,
+        by: Option<&str>,
+    ) -> Result<TagRecord> {
+        for attempt in 0..TAG_RETRIES {
+            let Some(record) = self.tag(tag).await? else {
+                return Err(Error::TagNotFound {
+                    repo: self.name.to_string(),
+                    tag: tag.to_string(),
+                });
+            };
+            if !record.history.iter().any(|e| &e.digest == digest) {
+                return Err(Error::NotInHistory {
+                    repo: self.name.to_string(),
+                    tag: tag.to_string(),
+                    digest: digest.clone(),
+                });
+            }
+            if self.manifest_link(digest).await?.is_none() {
+                return Err(Error::ManifestNotFound {
+                    repo: self.name.to_string(),
+                    digest: digest.clone(),
+                });
+            }
+            if record.current() == digest {
+                return Ok(record);
+            }
+            // Only from the digest checked against: a tag moved (or deleted) since it was
+            // read is a conflict, and is read and checked again.
+            match self
+                .try_set_tag(tag, Some(Some(record.current())), digest, by)
+                .await
+            {
+                Err(Error::Conflict { .. }) => {
+                    let jitter = u64::from(uuid::Uuid::new_v4().as_bytes()[0]) % 8;
+                    let ms = (1u64 << attempt.min(6)) + jitter;
+                    tokio::time::sleep(Duration::from_millis(ms)).await;
+                }
+                other => return other,
+            }
+        }
+        Err(Error::Conflict {
+            what: format!("tag {}:{tag}", self.name),
+        })
+    }
+
     /// Points `tag` at `digest` only if it currently points at `expected` (`None`: only
     /// if the tag does not exist). Fails with [`Error::Conflict`] otherwise.
     pub async fn compare_and_set_tag(

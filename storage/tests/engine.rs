@@ -849,6 +849,116 @@ async fn deleting_a_manifest_keeps_tags_moved_away_meanwhile(kind: Kind) {
     }
 }
 
+/// Puts three distinct (empty) image manifests in `r`; their digests.
+async fn three_manifests(r: &stowage_storage::Repository) -> [Digest; 3] {
+    let mt = "application/vnd.oci.image.manifest.v1+json";
+    let mut out = Vec::new();
+    for v in ["one", "two", "three"] {
+        let body = Bytes::from(format!(
+            r#"{{"schemaVersion":2,"mediaType":"{mt}","annotations":{{"v":"{v}"}}}}"#
+        ));
+        let d = Digest::sha256(&body);
+        r.put_manifest(&d, mt, body, None, &Default::default())
+            .await
+            .unwrap();
+        out.push(d);
+    }
+    out.try_into().unwrap()
+}
+
+/// A tag moved three times rolls back to its first image: one more history entry, by
+/// whoever did it, a new generation; rolling back to the current image changes nothing.
+async fn a_tag_rolls_back_to_an_image_from_its_history(kind: Kind) {
+    let t = open(kind).await;
+    let r = t.store.repository(&repo("roll/app"));
+    let [a, b, c] = three_manifests(&r).await;
+    let v1 = tag("v1");
+    assert!(matches!(
+        r.rollback_tag(&v1, &a, Some("user:alice")).await,
+        Err(Error::TagNotFound { .. })
+    ));
+    for d in [&a, &b, &c] {
+        r.set_tag_by(&v1, d, Some("user:ci")).await.unwrap();
+    }
+    let before = r.tag(&v1).await.unwrap().unwrap();
+    assert_eq!((before.current(), before.history.len()), (&c, 3));
+
+    let rec = r.rollback_tag(&v1, &a, Some("user:alice")).await.unwrap();
+    assert_eq!(rec.current(), &a);
+    assert_eq!(rec.history.len(), 4, "the rollback is one more move");
+    assert!(rec.generation > before.generation);
+    assert_eq!(rec.history[0].by.as_deref(), Some("user:alice"));
+    let history: Vec<_> = rec.history.iter().map(|e| e.digest.clone()).collect();
+    assert_eq!(history, vec![a.clone(), c.clone(), b.clone(), a.clone()]);
+    assert_eq!(r.tag(&v1).await.unwrap().unwrap(), rec, "as stored");
+
+    // To where it is already: no move, no new generation.
+    let again = r.rollback_tag(&v1, &a, Some("user:bob")).await.unwrap();
+    assert_eq!(again, rec);
+    assert_eq!(r.tag(&v1).await.unwrap().unwrap(), rec);
+    // And forward again, to the image it was rolled back from.
+    let fwd = r.rollback_tag(&v1, &c, None).await.unwrap();
+    assert_eq!((fwd.current(), fwd.history.len()), (&c, 5));
+    assert_eq!(fwd.generation, rec.generation + 1);
+}
+
+/// A digest the tag never pointed to is refused, even one of a manifest in the
+/// repository, and the tag stays where it was.
+async fn a_rollback_to_a_digest_not_in_the_history_is_refused(kind: Kind) {
+    let t = open(kind).await;
+    let r = t.store.repository(&repo("roll/app"));
+    let [a, b, c] = three_manifests(&r).await;
+    let v1 = tag("v1");
+    r.set_tag(&v1, &a).await.unwrap();
+    r.set_tag(&v1, &b).await.unwrap();
+    let before = r.tag(&v1).await.unwrap().unwrap();
+    for d in [c.clone(), Digest::sha256(b"never pushed")] {
+        let err = r
+            .rollback_tag(&v1, &d, Some("user:alice"))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, Error::NotInHistory { digest, .. } if digest == &d),
+            "{err}"
+        );
+        assert!(err.is_client_error());
+        assert!(err.to_string().contains("roll/app:v1"), "{err}");
+    }
+    // The history of another tag does not count.
+    r.set_tag(&tag("v2"), &c).await.unwrap();
+    assert!(matches!(
+        r.rollback_tag(&v1, &c, None).await,
+        Err(Error::NotInHistory { .. })
+    ));
+    assert_eq!(r.tag(&v1).await.unwrap().unwrap(), before, "unchanged");
+}
+
+/// An image from the history whose manifest is gone (deleted, or collected) is refused,
+/// and the tag stays where it was.
+async fn a_rollback_to_a_deleted_image_is_refused(kind: Kind) {
+    let t = open(kind).await;
+    let r = t.store.repository(&repo("roll/app"));
+    let [a, b, c] = three_manifests(&r).await;
+    let v1 = tag("v1");
+    for d in [&a, &b, &c] {
+        r.set_tag(&v1, d).await.unwrap();
+    }
+    assert!(r.delete_manifest(&a).await.unwrap());
+    let before = r.tag(&v1).await.unwrap().unwrap();
+    assert_eq!(before.current(), &c, "a tag that moved away stays");
+    let err = r
+        .rollback_tag(&v1, &a, Some("user:alice"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::ManifestNotFound { digest, .. } if digest == &a),
+        "{err}"
+    );
+    assert_eq!(r.tag(&v1).await.unwrap().unwrap(), before, "unchanged");
+    // The image still there is fine.
+    assert_eq!(r.rollback_tag(&v1, &b, None).await.unwrap().current(), &b);
+}
+
 /// The catalog pages in name order although the backend lists keys in another
 /// (`a-b/_repo` before `a/_repo` before `a/0/_repo`... ), from any `last` and with
 /// any page size, and its stream can be stopped early.
@@ -959,6 +1069,9 @@ stowage_storage::on_every_backend!(
     the_catalog_pages_in_name_order_from_any_point,
     a_store_keeps_its_chunking_parameters,
     many_small_packs_read_back,
+    a_tag_rolls_back_to_an_image_from_its_history,
+    a_rollback_to_a_digest_not_in_the_history_is_refused,
+    a_rollback_to_a_deleted_image_is_refused,
 );
 
 /// A byte flipped in a pack on disk (bit rot) is refused on read, never served; the

@@ -6,6 +6,7 @@ mod blob;
 mod fsck;
 pub mod gc;
 mod inspect;
+pub mod tag;
 
 pub use blob::{get, put};
 pub use fsck::fsck;
