@@ -147,6 +147,9 @@ impl From<StoreError> for ApiError {
                 ApiError::new(S::NOT_FOUND, ErrorCode::BlobUploadUnknown, msg)
             }
             StoreError::BlobNotFound(_) => ApiError::new(S::NOT_FOUND, ErrorCode::BlobUnknown, msg),
+            StoreError::NotInHistory { .. } => {
+                ApiError::new(S::BAD_REQUEST, ErrorCode::ManifestUnknown, msg)
+            }
             StoreError::ManifestNotFound { .. } | StoreError::TagNotFound { .. } => {
                 ApiError::new(S::NOT_FOUND, ErrorCode::ManifestUnknown, msg)
             }

@@ -59,6 +59,9 @@ enum Resource {
     Stream(RepoName),
     StreamTags,
     StreamTag(RepoName, Tag),
+    /// `POST .../imagestreamtags/NAME:TAG/rollback`: re-point the tag to an image of its
+    /// history.
+    Rollback(RepoName, Tag),
 }
 
 /// A `kind: Status` error.
@@ -125,10 +128,19 @@ fn parse(rest: &str) -> Result<(String, Resource), ApiError> {
         None if tail == "imagestreamtags" => Resource::StreamTags,
         Some(("imagestreams", name)) => Resource::Stream(repo(name)?),
         Some(("imagestreamtags", name_tag)) => {
+            let (name_tag, rollback) = match name_tag.strip_suffix("/rollback") {
+                Some(nt) => (nt, true),
+                None => (name_tag, false),
+            };
             let (name, tag) = name_tag
                 .rsplit_once(':')
                 .ok_or_else(|| bad(format!("{name_tag:?} is not NAME:TAG")))?;
-            Resource::StreamTag(repo(name)?, Tag::parse(tag).map_err(ApiError::from)?)
+            let (name, tag) = (repo(name)?, Tag::parse(tag).map_err(ApiError::from)?);
+            if rollback {
+                Resource::Rollback(name, tag)
+            } else {
+                Resource::StreamTag(name, tag)
+            }
         }
         _ => return Err(not_found(format!("no resource at namespaces/{decoded}"))),
     };
@@ -188,22 +200,35 @@ async fn serve(
     api_version: &'static str,
     base: &'static str,
 ) -> Response {
-    let (parts, _) = req.into_parts();
-    if parts.method != axum::http::Method::GET && parts.method != axum::http::Method::HEAD {
-        return status(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "only GET is supported here",
-            &[],
-        );
-    }
+    let (parts, body) = req.into_parts();
     let result = async {
         let prefix = format!("{base}/namespaces/");
         let rest = parts.uri.path().strip_prefix(&prefix).unwrap_or("");
         let (ns, resource) = parse(rest)?;
+        let post = parts.method == axum::http::Method::POST;
+        let allowed = match &resource {
+            Resource::Rollback(..) => post,
+            _ => parts.method == axum::http::Method::GET,
+        };
+        if !allowed {
+            return Err(ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                ErrorCode::Unsupported,
+                format!("{} is not supported here", parts.method),
+            ));
+        }
         let caller = crate::auth::caller_of(state.gate.as_ref(), &parts).await?;
         if let Some(gate) = &state.gate {
-            let any = RepoName::parse(&format!("{ns}/x")).map_err(ApiError::from)?;
-            let need = crate::auth::Need::Repo(any, stowage_auth::Action::Pull);
+            // Reading needs pull in the namespace; a rollback, push on the repository.
+            let need = match &resource {
+                Resource::Rollback(name, _) => {
+                    crate::auth::Need::Repo(name.clone(), stowage_auth::Action::Push)
+                }
+                _ => crate::auth::Need::Repo(
+                    RepoName::parse(&format!("{ns}/x")).map_err(ApiError::from)?,
+                    stowage_auth::Action::Pull,
+                ),
+            };
             gate.authorize(&caller, &need, &parts.headers)?;
         }
         let query: HashMap<String, String> = parts
@@ -232,6 +257,32 @@ async fn serve(
                 Ok(v)
             }
             Resource::StreamTag(name, tag) => ctx.stream_tag(&name, &tag).await,
+            Resource::Rollback(name, tag) => {
+                let bytes = axum::body::to_bytes(axum::body::Body::new(body), 64 * 1024)
+                    .await
+                    .map_err(|_| bad("the request body is too large".into()))?;
+                let v: Value = serde_json::from_slice(&bytes)
+                    .map_err(|e| bad(format!("the body is not JSON: {e}")))?;
+                let digest = v["digest"]
+                    .as_str()
+                    .ok_or_else(|| bad("the body needs {\"digest\": \"sha256:...\"}".into()))?;
+                let digest = Digest::parse(digest).map_err(ApiError::from)?;
+                let by = caller.principal.id();
+                state
+                    .store
+                    .repository(&name)
+                    .rollback_tag(&tag, &digest, Some(&by))
+                    .await?;
+                tracing::info!(
+                    target: "stowage::audit",
+                    who = %caller.principal,
+                    action = "rollback",
+                    repository = %name,
+                    what = %format!("{tag} -> {digest}"),
+                    "registry change"
+                );
+                ctx.stream_tag(&name, &tag).await
+            }
         }
     }
     .await;

@@ -292,4 +292,48 @@ async fn image_streams(s3: bool) {
     assert_eq!((s, e["kind"].as_str()), (404, Some("Status")));
     let (s, _) = get("/oapi/v1/namespaces/Tripleo/imagestreams".into(), true).await;
     assert_eq!(s, 400);
+
+    // Rollback through the API: the tag moves back to its first image (a new history
+    // entry), a pull by tag answers it; a digest not in the history is refused, and so
+    // is a caller without push.
+    let rollback = |digest: String, auth: bool| {
+        let mut r = http
+            .post(format!(
+                "http://{a}/apis/image.openshift.io/v1/namespaces/tripleo/imagestreamtags/aodh:latest/rollback"
+            ))
+            .json(&serde_json::json!({ "digest": digest }));
+        if auth {
+            r = r.bearer_auth(&token);
+        }
+        async move {
+            let r = r.send().await.unwrap();
+            (r.status().as_u16(), r.json::<Value>().await.unwrap())
+        }
+    };
+    let first = versions[0].manifest.digest.to_string();
+    let (s, v) = rollback(first.clone(), false).await;
+    assert_eq!((s, v["kind"].as_str()), (401, Some("Status")));
+    let (s, v) = rollback(first.clone(), true).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["image"]["metadata"]["name"], first);
+    let r = http
+        .get(format!("http://{a}/v2/tripleo/aodh/manifests/latest"))
+        .header("accept", "application/vnd.oci.image.manifest.v1+json")
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["docker-content-digest"], first.as_str());
+    let (_, aodh) = get("/oapi/v1/namespaces/tripleo/imagestreams/aodh".into(), true).await;
+    let latest = aodh["status"]["tags"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["tag"] == "latest")
+        .unwrap()
+        .clone();
+    assert_eq!(latest["items"].as_array().unwrap().len(), 4);
+    assert_eq!(latest["items"][0]["image"], first);
+    let (s, v) = rollback(arm64.manifest.digest.to_string(), true).await;
+    assert_eq!((s, v["kind"].as_str()), (400, Some("Status")), "{v}");
 }
