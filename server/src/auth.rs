@@ -186,21 +186,8 @@ impl Gate {
 
     /// The token endpoint's URL.
     fn realm(&self, headers: &HeaderMap) -> String {
-        match &self.public_url {
-            Some(u) => format!("{}/auth/token", u.trim_end_matches('/')),
-            None => {
-                let host = headers
-                    .get(header::HOST)
-                    .and_then(|h| h.to_str().ok())
-                    .filter(|h| {
-                        h.bytes()
-                            .all(|c| c.is_ascii_alphanumeric() || b".-:[]".contains(&c))
-                    })
-                    .unwrap_or("localhost");
-                let scheme = if self.https { "https" } else { "http" };
-                format!("{scheme}://{host}/auth/token")
-            }
-        }
+        let base = crate::address::public_base(self.public_url.as_deref(), self.https, headers);
+        format!("{base}/auth/token")
     }
 
     /// Adds the Bearer challenge that sends clients to the token endpoint.

@@ -367,17 +367,7 @@ pub fn resolve_auth(a: AuthSection, public_url: Option<&str>) -> anyhow::Result<
     model.admins = a.admins;
     model.service = match (a.service, public_url) {
         (Some(s), _) => s,
-        (None, Some(u)) => url::Url::parse(u)
-            .ok()
-            .and_then(|u| {
-                u.host_str().map(|h| {
-                    format!(
-                        "{h}{}",
-                        u.port().map(|p| format!(":{p}")).unwrap_or_default()
-                    )
-                })
-            })
-            .unwrap_or_else(|| "stowage".into()),
+        (None, Some(u)) => crate::address::registry_host(u),
         (None, None) => "stowage".into(),
     };
     let duration =

@@ -176,22 +176,12 @@ pub async fn apis(State(state): State<AppState>, req: axum::extract::Request) ->
 }
 
 fn registry_address(state: &AppState, headers: &HeaderMap) -> String {
-    let url = state.public_url.clone().unwrap_or_else(|| {
-        let host = headers
-            .get(header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .unwrap_or("localhost");
-        format!("http://{host}")
-    });
-    match url::Url::parse(&url) {
-        Ok(u) => format!(
-            "{}{}{}",
-            u.host_str().unwrap_or("localhost"),
-            u.port().map(|p| format!(":{p}")).unwrap_or_default(),
-            u.path().trim_end_matches('/')
-        ),
-        Err(_) => url,
-    }
+    let https = state.gate.as_ref().is_some_and(|g| g.https);
+    crate::address::registry_host(&crate::address::public_base(
+        state.public_url.as_deref(),
+        https,
+        headers,
+    ))
 }
 
 async fn serve(

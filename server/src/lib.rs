@@ -2,6 +2,7 @@
 //! (`src/main.rs`) wires configuration and the operator commands around it.
 
 pub mod accept;
+pub mod address;
 pub mod api;
 pub mod auth;
 pub mod config;

@@ -452,14 +452,7 @@ fn registry_host(target: &Target) -> String {
         .clone()
         .or_else(|| target.server.clone())
         .unwrap_or_else(|| format!("http://{}", stowage_server::config::DEFAULT_LISTEN));
-    match url::Url::parse(&url) {
-        Ok(u) => {
-            let host = u.host_str().unwrap_or("localhost").to_string();
-            let port = u.port().map(|p| format!(":{p}")).unwrap_or_default();
-            format!("{host}{port}{}", u.path().trim_end_matches('/'))
-        }
-        Err(_) => url,
-    }
+    stowage_server::address::registry_host(&url)
 }
 
 /// `stowage token ...`.
