@@ -22,36 +22,7 @@ const BIN: &str = env!("CARGO_BIN_EXE_stowage");
 
 /// Runs the stowage CLI on the store; its standard output.
 fn cli(storage: &str, args: &[&str], stdin: Option<&str>) -> String {
-    let mut cmd = Command::new(BIN);
-    cmd.args(["--storage", storage]).args(args);
-    if storage.starts_with("s3://") {
-        cmd.args([
-            "--s3-endpoint",
-            &std::env::var("STOWAGE_TEST_S3_ENDPOINT").unwrap(),
-        ])
-        .env("AWS_ACCESS_KEY_ID", "testing")
-        .env("AWS_SECRET_ACCESS_KEY", "testing")
-        .env("AWS_REGION", "us-east-1");
-    }
-    cmd.env_remove("STOWAGE_SERVER").env_remove("STOWAGE_TOKEN");
-    cmd.stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped());
-    let mut child = cmd.spawn().unwrap();
-    {
-        use std::io::Write as _;
-        let mut input = child.stdin.take().unwrap();
-        if let Some(s) = stdin {
-            input.write_all(s.as_bytes()).unwrap();
-        }
-    }
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "stowage {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
+    stowage_tests::server::stowage_cli(BIN.as_ref(), storage, args, stdin)
 }
 
 fn token(storage: &str, args: &[&str]) -> String {

@@ -37,31 +37,12 @@ fn bench_with_stderr(args: &[&str]) -> (bool, serde_json::Value, String) {
 
 /// The stowage CLI on a store (no server), with `stdin`; its standard output.
 fn stowage(storage: &str, args: &[&str], stdin: &str) -> String {
-    use std::io::Write as _;
-    let mut child = Command::new(env!("CARGO_BIN_EXE_stowage"))
-        .args(["--storage", storage])
-        .args(args)
-        .env_remove("STOWAGE_SERVER")
-        .env_remove("STOWAGE_TOKEN")
-        .env_remove("STOWAGE_USERNAME")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "stowage {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
+    stowage_tests::server::stowage_cli(
+        env!("CARGO_BIN_EXE_stowage").as_ref(),
+        storage,
+        args,
+        Some(stdin),
+    )
 }
 
 #[test]

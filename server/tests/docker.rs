@@ -24,21 +24,7 @@ const BIN: &str = env!("CARGO_BIN_EXE_stowage");
 
 /// Runs the stowage CLI on the store (no server); its standard output.
 fn stowage(storage: &str, args: &[&str]) -> String {
-    let out = Command::new(BIN)
-        .args(["--storage", storage])
-        .args(args)
-        .env_remove("STOWAGE_SERVER")
-        .env_remove("STOWAGE_TOKEN")
-        .env_remove("STOWAGE_USERNAME")
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "stowage {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
+    stowage_tests::server::stowage_cli(BIN.as_ref(), storage, args, None)
 }
 
 /// Whether this is a CI run, where a missing tool is a failure rather than a skip.

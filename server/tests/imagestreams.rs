@@ -16,24 +16,7 @@ use stowage_tests::server::{Server, fresh_storage};
 const BIN: &str = env!("CARGO_BIN_EXE_stowage");
 
 fn cli(storage: &str, args: &[&str]) -> String {
-    let mut cmd = Command::new(BIN);
-    cmd.args(["--storage", storage]).args(args);
-    if storage.starts_with("s3://") {
-        cmd.args([
-            "--s3-endpoint",
-            &std::env::var("STOWAGE_TEST_S3_ENDPOINT").unwrap(),
-        ])
-        .env("AWS_ACCESS_KEY_ID", "testing")
-        .env("AWS_SECRET_ACCESS_KEY", "testing")
-        .env("AWS_REGION", "us-east-1");
-    }
-    let out = cmd.output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
+    stowage_tests::server::stowage_cli(BIN.as_ref(), storage, args, None)
 }
 
 fn image(version: &str, arch: &str) -> Image {

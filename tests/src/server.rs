@@ -18,6 +18,55 @@ pub fn fresh_storage(s3: bool) -> (String, Option<tempfile::TempDir>) {
     }
 }
 
+/// For an `s3://` store, points a stowage command at the test S3 server (moto, which
+/// takes any credentials).
+fn point_at_test_s3(cmd: &mut Command, storage: &str) {
+    if storage.starts_with("s3://") {
+        let endpoint = std::env::var("STOWAGE_TEST_S3_ENDPOINT")
+            .expect("S3 tests need STOWAGE_TEST_S3_ENDPOINT: run scripts/test");
+        cmd.args(["--s3-endpoint", &endpoint])
+            .env("AWS_ACCESS_KEY_ID", "testing")
+            .env("AWS_SECRET_ACCESS_KEY", "testing")
+            .env("AWS_REGION", "us-east-1");
+    }
+}
+
+/// Runs the stowage CLI `bin` on a store (no server) with `args` and `stdin`, free of
+/// the caller's STOWAGE_* settings; panics with its stderr if it fails, else its stdout.
+pub fn stowage_cli(bin: &Path, storage: &str, args: &[&str], stdin: Option<&str>) -> String {
+    use std::io::Write as _;
+    let mut cmd = Command::new(bin);
+    cmd.args(["--storage", storage]).args(args);
+    point_at_test_s3(&mut cmd, storage);
+    for var in [
+        "STOWAGE_CONFIG",
+        "STOWAGE_SERVER",
+        "STOWAGE_TOKEN",
+        "STOWAGE_USERNAME",
+    ] {
+        cmd.env_remove(var);
+    }
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn stowage");
+    {
+        let mut input = child.stdin.take().expect("stdin");
+        if let Some(s) = stdin {
+            input.write_all(s.as_bytes()).expect("write stdin");
+        }
+    }
+    let out = child.wait_with_output().expect("wait for stowage");
+    assert!(
+        out.status.success(),
+        "stowage {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf-8 output")
+}
+
 /// A running server; killed when dropped.
 pub struct Server {
     /// The process.
@@ -37,15 +86,7 @@ impl Server {
         cmd.args(["serve", "--listen", "127.0.0.1:0", "--storage", storage])
             .args(extra)
             .env_remove("STOWAGE_CONFIG");
-        if storage.starts_with("s3://") {
-            // The test S3 server (moto) takes any credentials.
-            let endpoint = std::env::var("STOWAGE_TEST_S3_ENDPOINT")
-                .expect("S3 tests need STOWAGE_TEST_S3_ENDPOINT: run scripts/test");
-            cmd.args(["--s3-endpoint", &endpoint])
-                .env("AWS_ACCESS_KEY_ID", "testing")
-                .env("AWS_SECRET_ACCESS_KEY", "testing")
-                .env("AWS_REGION", "us-east-1");
-        }
+        point_at_test_s3(&mut cmd, storage);
         let mut child = cmd
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
