@@ -62,14 +62,29 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Write a blob to standard output or a file.
+    /// Write a blob to standard output or a file; or list image streams or their tags
+    /// from a server (`stowage get imagestreams -n NS`).
+    #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
     Get {
+        /// What to list from a server's image-stream API.
+        #[command(subcommand)]
+        kind: Option<commands::view::GetKind>,
         /// The blob's digest.
-        digest: String,
+        #[arg(required = true)]
+        digest: Option<String>,
         /// Write here instead of standard output.
         #[arg(short, long)]
         output: Option<PathBuf>,
     },
+    /// Describe an image stream or an image stream tag from a server, like `oc describe`.
+    Describe {
+        #[command(subcommand)]
+        kind: commands::view::DescribeKind,
+    },
+    /// Check a token against a server and save it for get and describe (in a 0600 file).
+    Login(commands::view::LoginArgs),
+    /// Forget a server's saved token.
+    Logout(commands::view::LogoutArgs),
     /// Show what the store holds: logical bytes against physical bytes.
     Stats {
         /// Print JSON.
@@ -190,7 +205,22 @@ async fn main() -> std::process::ExitCode {
             sha512,
             json,
         } => commands::put(options, files, sha512, json).await,
-        Command::Get { digest, output } => commands::get(options, &digest, output).await,
+        Command::Get {
+            kind: Some(kind), ..
+        } => commands::view::get(kind).await,
+        Command::Get {
+            kind: None,
+            digest,
+            output,
+        } => match digest {
+            Some(digest) => commands::get(options, &digest, output).await,
+            None => Err(anyhow::anyhow!(
+                "give a blob's digest, or a kind: imagestreams, istags"
+            )),
+        },
+        Command::Describe { kind } => commands::view::describe(kind).await,
+        Command::Login(args) => commands::view::login(args).await,
+        Command::Logout(args) => commands::view::logout(args).await,
         Command::Stats { json } => commands::stats(options, json).await,
         Command::Uploads { json } => commands::uploads(options, json).await,
         Command::Bench { workload } => commands::bench::run(workload).await,

@@ -7,6 +7,7 @@ mod fsck;
 pub mod gc;
 mod inspect;
 pub mod tag;
+pub mod view;
 
 pub use blob::{get, put};
 pub use fsck::fsck;
