@@ -31,6 +31,8 @@ pub enum Need {
     Catalog,
     /// An action on a repository.
     Repo(RepoName, Action),
+    /// An action on a whole namespace (the image-stream listings).
+    Namespace(String, Action),
 }
 
 /// The route table's access column: what each endpoint and method needs.
@@ -229,6 +231,23 @@ impl Gate {
                         headers,
                         Some("registry:catalog:*".into()),
                         unauthorized("the token does not cover the catalog"),
+                    ))
+                }
+            }
+            Need::Namespace(ns, action) => {
+                if self.auth.rights(caller, ns).allows(*action) {
+                    Ok(())
+                } else if anonymous {
+                    Err(self.challenge(
+                        headers,
+                        None,
+                        unauthorized(format!("authentication required to {action} in {ns}")),
+                    ))
+                } else {
+                    Err(ApiError::new(
+                        StatusCode::FORBIDDEN,
+                        ErrorCode::Denied,
+                        format!("{} may not {action} in namespace {ns}", caller.principal),
                     ))
                 }
             }

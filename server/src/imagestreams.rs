@@ -214,10 +214,7 @@ async fn serve(
                 Resource::Rollback(name, _) => {
                     crate::auth::Need::Repo(name.clone(), stowage_auth::Action::Push)
                 }
-                _ => crate::auth::Need::Repo(
-                    RepoName::parse(&format!("{ns}/x")).map_err(ApiError::from)?,
-                    stowage_auth::Action::Pull,
-                ),
+                _ => crate::auth::Need::Namespace(ns.clone(), stowage_auth::Action::Pull),
             };
             gate.authorize(&caller, &need, &parts.headers)?;
         }

@@ -23,7 +23,8 @@ pub fn age(d: chrono::TimeDelta) -> String {
         0..60 => (s, "second"),
         60..3600 => (s / 60, "minute"),
         3600..86400 => (s / 3600, "hour"),
-        _ => (s / 86400, "day"),
+        86400..31_536_000 => (s / 86400, "day"),
+        _ => (s / 31_536_000, "year"),
     };
     format!("{n} {unit}{}", if n == 1 { "" } else { "s" })
 }
@@ -41,5 +42,6 @@ mod tests {
         assert_eq!(age(chrono::TimeDelta::seconds(1)), "1 second");
         assert_eq!(age(chrono::TimeDelta::seconds(7200)), "2 hours");
         assert_eq!(age(chrono::TimeDelta::days(3)), "3 days");
+        assert_eq!(age(chrono::TimeDelta::days(3473)), "9 years");
     }
 }
