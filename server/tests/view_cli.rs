@@ -315,7 +315,10 @@ async fn the_cli_reads_image_streams_like_oc() {
             human(sizes[sizes.len() - 1])
         )
     );
-    assert!(field(&out, "Image Created").ends_with(" years ago"), "{out}");
+    assert!(
+        field(&out, "Image Created").ends_with(" years ago"),
+        "{out}"
+    );
     assert_eq!(field(&out, "Author"), "<none>");
     assert_eq!(field(&out, "Arch"), cfg["architecture"].as_str().unwrap());
     let cmd: Vec<&str> = cfg["config"]["Cmd"]
