@@ -1,7 +1,8 @@
-//! Hostile input on every auth path, through the router: malformed and huge headers,
-//! unicode and control bytes in usernames, forged, tampered, expired, other-service and
-//! `alg: none` tokens, tokens for another scope. None gets in (a private image stays
-//! unread and unlisted), none gets a 500.
+//! Hostile input on every auth path, through the router (registry, token endpoint,
+//! admin API, metrics, image-stream API): malformed and huge headers, unicode and
+//! control bytes in usernames, forged, tampered, expired, other-service and `alg: none`
+//! tokens, tokens for another scope. None gets in (a private image stays unread and
+//! unlisted), none gets a 500.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -264,6 +265,8 @@ proptest! {
                 ("GET", "/auth/token?service=registry.test&scope=repository:team/app:pull"),
                 ("GET", "/stowage/v1/whoami"),
                 ("GET", "/metrics"),
+                ("GET", "/oapi/v1/namespaces/team/imagestreams"),
+                ("GET", "/apis/image.openshift.io/v1/namespaces/team/imagestreamtags/app:v1"),
             ];
             for (method, uri) in requests {
                 let mut req = Request::builder().method(method).uri(uri);
@@ -288,6 +291,10 @@ proptest! {
                         prop_assert!(!String::from_utf8_lossy(&claims).contains("team/app"), "granted: {}", String::from_utf8_lossy(&claims));
                     }
                     "/metrics" => prop_assert_ne!(status, StatusCode::OK),
+                    u if u.contains("/namespaces/team/") => prop_assert!(
+                        matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN),
+                        "{uri} let {:?} in: {status}", String::from_utf8_lossy(&authorization)
+                    ),
                     _ => {}
                 }
                 if status == StatusCode::UNAUTHORIZED {
