@@ -994,6 +994,6 @@ mod tests {
         assert_eq!(row[0], "aodh");
         assert_eq!(row[1], "h/ns/aodh");
         assert_eq!(row[2], "b,c,a + 1 more...");
-        assert!(row[3].ends_with(" days ago"), "{}", row[3]);
+        assert!(row[3].ends_with(" years ago"), "{}", row[3]);
     }
 }
