@@ -94,18 +94,6 @@ fn rollback_url(server: &str, target: &TagRef) -> anyhow::Result<String> {
     ))
 }
 
-/// What an error answer says: a `kind: Status` message, a registry error, or the body.
-fn error_message(body: &str) -> String {
-    match serde_json::from_str::<Value>(body) {
-        Ok(v) if v["message"].is_string() => v["message"].as_str().unwrap_or("").to_string(),
-        Ok(v) if v["errors"][0]["message"].is_string() => {
-            v["errors"][0]["message"].as_str().unwrap_or("").to_string()
-        }
-        _ if body.trim().is_empty() => "(no message)".to_string(),
-        _ => body.trim().chars().take(500).collect(),
-    }
-}
-
 /// Where the tag points and its generation, from the server's ImageStreamTag.
 fn summary_of(answer: &Value) -> (Option<String>, Option<u64>) {
     let digest = answer["image"]["metadata"]["name"]
@@ -147,7 +135,7 @@ async fn through_server(
     if !status.is_success() {
         anyhow::bail!(
             "cannot roll back {target} to {digest}: {status}: {}",
-            error_message(&body)
+            crate::commands::view::error_message(&body)
         );
     }
     serde_json::from_str(&body)
@@ -273,10 +261,13 @@ mod tests {
         assert_eq!(summary_of(&bare), (Some(d), Some(3)));
         let status =
             r#"{"kind":"Status","status":"Failure","message":"not in history","code":400}"#;
-        assert_eq!(error_message(status), "not in history");
+        assert_eq!(
+            crate::commands::view::error_message(status),
+            "not in history"
+        );
         let oci = r#"{"errors":[{"code":"DENIED","message":"no"}]}"#;
-        assert_eq!(error_message(oci), "no");
-        assert_eq!(error_message(""), "(no message)");
-        assert_eq!(error_message("plain"), "plain");
+        assert_eq!(crate::commands::view::error_message(oci), "no");
+        assert_eq!(crate::commands::view::error_message(""), "(no message)");
+        assert_eq!(crate::commands::view::error_message("plain"), "plain");
     }
 }

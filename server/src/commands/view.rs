@@ -355,7 +355,7 @@ impl Client {
 }
 
 /// What an error answer says: a `kind: Status` message, a registry error, or the body.
-fn error_message(body: &str) -> String {
+pub(crate) fn error_message(body: &str) -> String {
     match serde_json::from_str::<Value>(body) {
         Ok(v) if v["message"].is_string() => v["message"].as_str().unwrap_or("").to_string(),
         Ok(v) if v["errors"][0]["message"].is_string() => {
