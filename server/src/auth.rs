@@ -161,6 +161,11 @@ impl Gate {
         headers: &HeaderMap,
         addr: Option<IpAddr>,
     ) -> Result<Caller, ApiError> {
+        // An open registry (no account yet) ignores credentials: a client that sends
+        // some anyway, stale or meant for another registry, is served like anyone.
+        if !self.auth.enabled() {
+            return Ok(Caller::anonymous());
+        }
         let parsed = authorization(headers).map_err(|e| self.challenge(headers, None, e))?;
         let Some((scheme, credentials)) = parsed else {
             return Ok(Caller::anonymous());

@@ -671,3 +671,48 @@ async fn access_control(s3: bool) {
         "{shown}"
     );
 }
+
+/// With no account in the store the registry is open: it says so at start, serves
+/// anyone, and ignores credentials a client sends anyway; creating the first user
+/// turns access control on without a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_registry_says_so_and_ignores_credentials() {
+    let (storage, _guard) = fresh_storage(false);
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("stowage.toml");
+    std::fs::write(&config, "[auth]\nrefresh = \"1s\"\n").unwrap();
+    let server = Server::start(
+        BIN.as_ref(),
+        &storage,
+        &["--config", config.to_str().unwrap()],
+    );
+    let http = reqwest::Client::new();
+    let base = server.url();
+    for auth in [
+        None,
+        Some("stw_00000000000000000000_notarealtokenatallnotatall"),
+    ] {
+        let mut r = http.get(format!("{base}/v2/"));
+        if let Some(t) = auth {
+            r = r.basic_auth("unused", Some(t));
+        }
+        assert_eq!(r.send().await.unwrap().status(), 200, "{auth:?}");
+    }
+    cli(&storage, &["admin", "user", "create", "alice"], None);
+    let start = std::time::Instant::now();
+    loop {
+        let status = http
+            .get(format!("{base}/v2/"))
+            .send()
+            .await
+            .unwrap()
+            .status();
+        if status == 401 {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(8), "still open");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (_, log) = server.stop();
+    assert!(log.contains("ACCESS CONTROL IS OFF"), "{log}");
+}
