@@ -501,12 +501,7 @@ impl Repository {
     ) -> Result<TagRecord> {
         for attempt in 0..TAG_RETRIES {
             match self.try_set_tag(tag, None, digest, by).await {
-                Err(Error::Conflict { .. }) => {
-                    // Spread retries out so contenders do not collide again in step.
-                    let jitter = u64::from(uuid::Uuid::new_v4().as_bytes()[0]) % 8;
-                    let ms = (1u64 << attempt.min(6)) + jitter;
-                    tokio::time::sleep(Duration::from_millis(ms)).await;
-                }
+                Err(Error::Conflict { .. }) => conflict_backoff(attempt).await,
                 other => return other,
             }
         }
@@ -557,11 +552,7 @@ impl Repository {
                 .try_set_tag(tag, Some(Some(record.current())), digest, by)
                 .await
             {
-                Err(Error::Conflict { .. }) => {
-                    let jitter = u64::from(uuid::Uuid::new_v4().as_bytes()[0]) % 8;
-                    let ms = (1u64 << attempt.min(6)) + jitter;
-                    tokio::time::sleep(Duration::from_millis(ms)).await;
-                }
+                Err(Error::Conflict { .. }) => conflict_backoff(attempt).await,
                 other => return other,
             }
         }
@@ -737,6 +728,14 @@ impl Repository {
         tags.sort();
         Ok(tags)
     }
+}
+
+/// Waits before retrying a tag swap that lost a race: exponential, with jitter so that
+/// contenders do not collide again in step.
+async fn conflict_backoff(attempt: usize) {
+    let jitter = u64::from(uuid::Uuid::new_v4().as_bytes()[0]) % 8;
+    let ms = (1u64 << attempt.min(6)) + jitter;
+    tokio::time::sleep(Duration::from_millis(ms)).await;
 }
 
 fn to_json<T: Serialize>(value: &T) -> Result<Bytes> {
