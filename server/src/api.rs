@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use futures::{StreamExt as _, TryStreamExt};
@@ -194,9 +194,7 @@ async fn dispatch(State(state): State<AppState>, request: axum::extract::Request
     // Path and query are read here rather than by axum's extractors, whose plain-text
     // rejections (bad percent-encoding, say) would bypass the spec's error bodies.
     let raw_query = uri.query().unwrap_or("");
-    let query: HashMap<String, String> = url::form_urlencoded::parse(raw_query.as_bytes())
-        .into_owned()
-        .collect();
+    let query: HashMap<String, String> = query_pairs(uri).collect();
     let result = async {
         let path = uri.path().strip_prefix("/v2/").unwrap_or("");
         let rest = percent_encoding::percent_decode_str(path)
@@ -255,6 +253,11 @@ async fn dispatch(State(state): State<AppState>, request: axum::extract::Request
         Some(base) => absolute_urls(resp, base),
         None => resp,
     }
+}
+
+/// A request's query parameters, decoded, in order (repeated keys repeat).
+pub(crate) fn query_pairs(uri: &Uri) -> impl Iterator<Item = (String, String)> + '_ {
+    url::form_urlencoded::parse(uri.query().unwrap_or("").as_bytes()).into_owned()
 }
 
 /// Prefixes the paths in `Location` and `Link` headers with the public base URL.

@@ -324,15 +324,7 @@ pub async fn token_endpoint(State(gate): State<Gate>, req: axum::extract::Reques
     let (parts, body) = req.into_parts();
     let addr = client_addr(&parts);
     let result = async {
-        let mut params: Vec<(String, String)> = parts
-            .uri
-            .query()
-            .map(|q| {
-                url::form_urlencoded::parse(q.as_bytes())
-                    .into_owned()
-                    .collect()
-            })
-            .unwrap_or_default();
+        let mut params: Vec<(String, String)> = crate::api::query_pairs(&parts.uri).collect();
         let form = parts.method == Method::POST;
         if form {
             let bytes = axum::body::to_bytes(Body::new(body), 64 * 1024)

@@ -218,15 +218,7 @@ async fn serve(
             };
             gate.authorize(&caller, &need, &parts.headers)?;
         }
-        let query: HashMap<String, String> = parts
-            .uri
-            .query()
-            .map(|q| {
-                url::form_urlencoded::parse(q.as_bytes())
-                    .into_owned()
-                    .collect()
-            })
-            .unwrap_or_default();
+        let query: HashMap<String, String> = crate::api::query_pairs(&parts.uri).collect();
         let ctx = Ctx {
             state: &state,
             api_version,
